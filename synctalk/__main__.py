@@ -1,0 +1,3 @@
+from synctalk.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `synctalk` CLI, one module each."""
