@@ -1,0 +1,1 @@
+"""Audio front end: PCM conversions, decoding, resampling, log-mel, feature windows."""
