@@ -55,8 +55,8 @@ class TextToSpeechServicer:
         arrive one by one). A sentence is spoken as soon as it is complete; `flush` (or the end of
         the client's stream) speaks whatever text is pending. Each returned AudioChunk is 16 kHz
         mono s16le with its `start_sample` counted from the start of the stream.
-        Errors: INVALID_ARGUMENT (no config first, empty text, text not UTF-8, over max_text_chars),
-        NOT_FOUND (unknown voice).
+        Errors: INVALID_ARGUMENT (no config first, empty text, text not UTF-8, speed out of range),
+        NOT_FOUND (unknown voice), RESOURCE_EXHAUSTED (text over the server's max_text_chars).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
