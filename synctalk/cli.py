@@ -10,6 +10,8 @@ import sys
 COMMANDS = [
     "synctalk.commands.serve",
     "synctalk.commands.config",
+    "synctalk.commands.train",
+    "synctalk.commands.demo",
 ]
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
 
 import grpc
 
@@ -32,3 +35,17 @@ def exhausted(message: str) -> RpcError:
 async def abort(context: grpc.aio.ServicerContext, error: RpcError) -> NoReturn:
     await context.abort(error.code, error.message)
     raise AssertionError("unreachable")
+
+
+async def drain(requests: AsyncIterator[Any], limit_s: float = 0.5, max_messages: int = 256) -> None:
+    """Read what a client has already sent, up to its half-close or a short bound, before a
+    stream is rejected. A grpc aio client whose pending write fails after the status arrived
+    reports INTERNAL instead of that status (grpc/grpc#36066); draining first lets the real
+    code through for clients that send their whole request at once."""
+    with contextlib.suppress(Exception, TimeoutError):
+        async with asyncio.timeout(limit_s):
+            count = 0
+            async for _ in requests:
+                count += 1
+                if count >= max_messages:
+                    break

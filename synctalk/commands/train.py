@@ -1,0 +1,65 @@
+"""`synctalk train NAME`: prepare the avatar, extract features, train SyncNet, then the U-Net.
+
+Several GPUs: `torchrun --nproc-per-node N -m synctalk train NAME` (one process per GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from synctalk.config import load_settings
+from synctalk.log import configure_logging
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train an avatar: prepare -> features -> SyncNet -> U-Net")
+    p.add_argument("name", help="avatar name (under models.avatars_dir) or avatar folder")
+    p.add_argument("--profile", default="default", choices=["default", "tiny"],
+                   help="training profile (tiny: a few CPU steps, for tests)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest saved epoch, optimiser state included")
+    p.add_argument("--epochs", type=int, default=None, help="U-Net epochs (profile default)")
+    p.add_argument("--feature-mode", default=None, choices=["ave", "whisper"],
+                   help="audio features (default from config: models.feature_mode)")
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
+                   help="where to train (default from config: models.device)")
+    p.add_argument("--vgg-weights", type=Path, default=None,
+                   help="local torchvision vgg19 state dict: adds the 0.01 x VGG perceptual loss")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.distributed import init_distributed, shutdown
+    from training.pipeline import TrainRequest, run_pipeline
+    from training.profiles import get_profile
+
+    settings = load_settings()
+    try:
+        profile = get_profile(args.profile, epochs=args.epochs)
+    except ValueError as exc:
+        print(f"synctalk train: {exc}", file=sys.stderr)
+        return 2
+    if args.vgg_weights is not None and not args.vgg_weights.is_file():
+        print(f"synctalk train: --vgg-weights {args.vgg_weights}: no such file", file=sys.stderr)
+        return 2
+    ctx = init_distributed(args.device or settings.models.device)
+    level = settings.log_level if ctx.is_main else "WARNING"
+    configure_logging("train", settings.log_format, level)
+    request = TrainRequest(args.name, profile, args.feature_mode or settings.models.feature_mode,
+                           args.resume, args.vgg_weights)
+    try:
+        result = run_pipeline(request, settings, ctx)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"synctalk train: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutdown(ctx)
+    if ctx.is_main:
+        print(f"avatar:  {result.avatar_dir}")
+        print(f"syncnet: {result.syncnet}")
+        print(f"unet:    {result.unet}   (the renderer loads this one)")
+        if result.last_epoch is not None:
+            print(f"resume:  {result.last_epoch}   (synctalk train {args.name} --resume)")
+    return 0

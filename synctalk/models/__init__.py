@@ -1,0 +1,1 @@
+"""Networks: the U-Net, the audio encoders, SyncNet."""

@@ -1,0 +1,1 @@
+"""The frame pipeline shared by the renderer service and `synctalk infer`."""

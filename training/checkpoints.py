@@ -1,0 +1,137 @@
+"""Training checkpoints: what is saved, where, and how a run resumes from it.
+
+A checkpoint is a dict of tensors and plain Python values only, so it loads with
+`torch.load(weights_only=True)`:
+
+    {"format": "synctalk.train/1", "kind": "unet" | "syncnet", "model": state_dict,
+     "feature_mode": "ave", "config": {...}, "epoch": completed epochs, "step": optimiser
+     steps, "optimizer": ..., "scaler": ..., "finished": bool, "metrics": {...},
+     "syncnet": path of the SyncNet used (U-Net only), "world_size": N, "rank": writer rank}
+
+Files under `<avatar>/checkpoints/`: `syncnet_<mode>.pt` (rewritten each epoch),
+`unet_<mode>_epochNNN.pt` (one per epoch, the newest `keep` kept) and `unet_<mode>.pt`, the
+model-only copy of the newest epoch that the renderer loads. Writes go to a temporary file
+and are renamed into place, so an interrupted run never leaves a torn checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "synctalk.train/1"
+_EPOCH_RE = re.compile(r"_epoch(\d+)\.pt$")
+
+
+def checkpoints_dir(avatar_dir: str | Path) -> Path:
+    return Path(avatar_dir) / "checkpoints"
+
+
+def logs_dir(avatar_dir: str | Path) -> Path:
+    """Scalar logs (JSONL, TensorBoard when installed)."""
+    return Path(avatar_dir) / "logs"
+
+
+def syncnet_path(avatar_dir: str | Path, mode: str) -> Path:
+    return checkpoints_dir(avatar_dir) / f"syncnet_{mode}.pt"
+
+
+def unet_path(avatar_dir: str | Path, mode: str) -> Path:
+    """The stable, model-only U-Net checkpoint the renderer loads."""
+    return checkpoints_dir(avatar_dir) / f"unet_{mode}.pt"
+
+
+def unet_epoch_path(avatar_dir: str | Path, mode: str, epoch: int) -> Path:
+    return checkpoints_dir(avatar_dir) / f"unet_{mode}_epoch{epoch:03d}.pt"
+
+
+def epoch_checkpoints(avatar_dir: str | Path, mode: str) -> list[Path]:
+    """Per-epoch U-Net checkpoints, oldest first."""
+    found = checkpoints_dir(avatar_dir).glob(f"unet_{mode}_epoch*.pt")
+    return sorted((p for p in found if _EPOCH_RE.search(p.name)),
+                  key=lambda p: int(_EPOCH_RE.search(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def latest_epoch_checkpoint(avatar_dir: str | Path, mode: str) -> Path | None:
+    found = epoch_checkpoints(avatar_dir, mode)
+    return found[-1] if found else None
+
+
+def remove_unet_run(avatar_dir: str | Path, mode: str) -> list[Path]:
+    """Delete a previous run's U-Net checkpoints before a fresh start, so its higher epoch
+    numbers cannot shadow the new run on a later `--resume`."""
+    gone = [*epoch_checkpoints(avatar_dir, mode), unet_path(avatar_dir, mode)]
+    for path in gone:
+        path.unlink(missing_ok=True)
+    return gone
+
+
+def atomic_save(obj: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a synctalk training checkpoint")
+    return state
+
+
+def cpu_state(state: Any) -> Any:
+    """A state dict with every tensor moved to the CPU (checkpoints load anywhere)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {k: cpu_state(v) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(cpu_state(v) for v in state)
+    return state
+
+
+def training_state(*, kind: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   scaler: torch.amp.GradScaler, epoch: int, step: int, feature_mode: str,
+                   config: dict[str, Any], metrics: dict[str, float], finished: bool,
+                   world_size: int, rank: int, syncnet: str = "") -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "kind": kind,
+        "model": cpu_state(model.state_dict()),
+        "feature_mode": feature_mode,
+        "config": config,
+        "epoch": epoch,
+        "step": step,
+        "optimizer": cpu_state(optimizer.state_dict()),
+        "scaler": scaler.state_dict(),
+        "finished": finished,
+        "metrics": metrics,
+        "syncnet": syncnet,
+        "world_size": world_size,
+        "rank": rank,
+    }
+
+
+def inference_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The model-only subset of a training checkpoint (what the renderer needs)."""
+    keep = ("format", "kind", "model", "feature_mode", "config", "epoch", "step", "metrics",
+            "syncnet")
+    return {k: state[k] for k in keep if k in state}
+
+
+def save_unet_epoch(avatar_dir: str | Path, state: dict[str, Any], keep: int) -> Path:
+    """Write epoch `state["epoch"]`, refresh the stable copy, drop all but the newest `keep`
+    per-epoch files (0 keeps all)."""
+    mode = state["feature_mode"]
+    path = unet_epoch_path(avatar_dir, mode, state["epoch"])
+    atomic_save(state, path)
+    atomic_save(inference_state(state), unet_path(avatar_dir, mode))
+    if keep > 0:
+        for old in epoch_checkpoints(avatar_dir, mode)[:-keep]:
+            old.unlink(missing_ok=True)
+    return path

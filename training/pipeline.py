@@ -1,0 +1,142 @@
+"""prepare -> features -> SyncNet -> U-Net for one avatar, skipping the steps already done
+(SyncTalk_2D's training_328.sh as one call that can be re-run and resumed).
+
+Under torchrun, rank 0 alone prepares the avatar and extracts its features while the other
+ranks wait; both trainings then run on every rank.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from synctalk.config import Settings
+from synctalk.log import get_logger
+from training.checkpoints import latest_epoch_checkpoint, syncnet_path, unet_path
+from training.datasets import AvatarArrays, CropFn
+from training.distributed import DistContext, barrier
+from training.profiles import Profile
+from training.syncnet_train import syncnet_finished, train_syncnet
+from training.unet_train import train_unet, unet_finished
+
+log = get_logger("training.pipeline")
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    name: str  # an avatar name under `models.avatars_dir`, or an avatar folder
+    profile: Profile
+    feature_mode: str = "ave"
+    resume: bool = False
+    vgg_weights: Path | None = None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    avatar_dir: Path
+    syncnet: Path
+    unet: Path
+    last_epoch: Path | None
+
+
+def resolve_avatar_dir(name: str, settings: Settings) -> Path:
+    """A path that exists is the avatar folder itself; otherwise a name in the avatar store."""
+    path = Path(name)
+    if path.is_dir():
+        return path
+    return Path(settings.models.avatars_dir) / name
+
+
+def features_path(avatar_dir: Path, mode: str) -> Path:
+    return avatar_dir / f"features_{mode}.npy"
+
+
+def frames_array_path(avatar_dir: Path) -> Path:
+    """Frames stored as one uint8 [N,H,W,3] BGR array (small synthetic and test avatars)."""
+    return avatar_dir / "frames.npy"
+
+
+def is_prepared(avatar_dir: Path) -> bool:
+    """Crop boxes exist, and frames either as an array or behind an avatar.json."""
+    frames = frames_array_path(avatar_dir).is_file() or (avatar_dir / "avatar.json").is_file()
+    return frames and (avatar_dir / "boxes.npy").is_file()
+
+
+def ensure_prepared(avatar_dir: Path, settings: Settings) -> None:
+    """Run avatar preparation (frames, landmarks, crop boxes, audio) unless it is done."""
+    if is_prepared(avatar_dir):
+        log.info("step_skipped", step="prepare", avatar=str(avatar_dir))
+        return
+    try:
+        from synctalk.avatar import prepare_avatar
+    except ImportError as exc:
+        raise FileNotFoundError(f"{avatar_dir} is not a prepared avatar (no boxes.npy and "
+                                f"frames); run `synctalk prepare` first ({exc})") from exc
+    log.info("step_started", step="prepare", avatar=str(avatar_dir))
+    prepare_avatar(avatar_dir, settings)
+
+
+def ensure_features(avatar_dir: Path, mode: str, settings: Settings) -> Path:
+    """Extract the avatar's per-frame audio features offline unless the file exists."""
+    path = features_path(avatar_dir, mode)
+    if path.is_file():
+        log.info("step_skipped", step="features", path=str(path))
+        return path
+    from synctalk.audio.decode import load_audio
+    from synctalk.features import get_extractor
+
+    log.info("step_started", step="features", mode=mode)
+    features = get_extractor(mode, settings.models).extract(load_audio(avatar_dir / "audio.wav"))
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npy")
+    np.save(tmp, features.astype(np.float32))
+    os.replace(tmp, path)
+    log.info("step_done", step="features", path=str(path), frames=len(features))
+    return path
+
+
+def load_training_arrays(avatar_dir: Path, mode: str) -> AvatarArrays:
+    """Frames (read lazily), crop boxes and features of a prepared avatar."""
+    features = np.load(features_path(avatar_dir, mode), mmap_mode="r")
+    boxes = np.load(avatar_dir / "boxes.npy")
+    return AvatarArrays(open_avatar_frames(avatar_dir), boxes, features)
+
+
+def open_avatar_frames(avatar_dir: Path) -> Sequence[np.ndarray] | np.ndarray:
+    """Frame i as BGR uint8: a `frames.npy` array as is, else the avatar package's reader."""
+    array = frames_array_path(avatar_dir)
+    if array.is_file():
+        return np.load(array, mmap_mode="r")
+    from synctalk.avatar import open_frames
+
+    return open_frames(avatar_dir)
+
+
+def run_pipeline(request: TrainRequest, settings: Settings, ctx: DistContext, *,
+                 crop: CropFn | None = None) -> TrainResult:
+    avatar_dir = resolve_avatar_dir(request.name, settings)
+    mode = request.feature_mode
+    if ctx.is_main:
+        ensure_prepared(avatar_dir, settings)
+        ensure_features(avatar_dir, mode, settings)
+    barrier(ctx)
+    data = load_training_arrays(avatar_dir, mode)
+    profile = request.profile
+
+    if syncnet_finished(avatar_dir, mode):
+        log.info("step_skipped", step="syncnet", path=str(syncnet_path(avatar_dir, mode)))
+    else:
+        train_syncnet(avatar_dir, data, mode, profile, ctx, resume=request.resume, crop=crop)
+    barrier(ctx)
+
+    if unet_finished(avatar_dir, mode, profile.unet.epochs):
+        log.info("step_skipped", step="unet", path=str(unet_path(avatar_dir, mode)))
+    else:
+        train_unet(avatar_dir, data, mode, profile, ctx,
+                   syncnet_checkpoint=syncnet_path(avatar_dir, mode), resume=request.resume,
+                   vgg_weights=request.vgg_weights, crop=crop)
+    return TrainResult(avatar_dir, syncnet_path(avatar_dir, mode), unet_path(avatar_dir, mode),
+                       latest_epoch_checkpoint(avatar_dir, mode))

@@ -1,0 +1,121 @@
+"""U-Net training: L1 + 10 x sync (frozen SyncNet) + SSIM (+ 0.01 x VGG19 with local weights).
+
+SyncTalk_2D's recipe (Adam 1e-3, batch 8, a random reference frame per sample, constant
+learning rate) with a checkpoint after every epoch, `--resume`, AMP on CUDA and DDP.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from synctalk.log import get_logger
+from training.checkpoints import (
+    latest_epoch_checkpoint,
+    load_checkpoint,
+    logs_dir,
+    remove_unet_run,
+    save_unet_epoch,
+    unet_path,
+)
+from training.datasets import AvatarArrays, CropFn, UNetDataset
+from training.distributed import DistContext, barrier
+from training.loop import EpochTrainer
+from training.losses import LossWeights, UNetLoss, load_vgg19
+from training.metrics import ScalarLog
+from training.profiles import Profile
+from training.syncnet_train import load_frozen_syncnet
+
+log = get_logger("training.unet")
+
+
+def build_unet(feature_mode: str) -> torch.nn.Module:
+    from synctalk.models.unet import UNet328
+
+    return UNet328(audio_mode=feature_mode)
+
+
+class UNetTrainer(EpochTrainer):
+    kind = "unet"
+
+    def __init__(self, avatar_dir: Path, data: AvatarArrays, feature_mode: str,
+                 profile: Profile, ctx: DistContext, *, syncnet_checkpoint: Path | None,
+                 vgg_weights: Path | None = None, crop: CropFn | None = None) -> None:
+        p = profile.unet
+        data = data.limit(p.max_frames)
+        self.avatar_dir = Path(avatar_dir)
+        self.feature_mode = feature_mode
+        self.profile = profile
+        self.syncnet_checkpoint = syncnet_checkpoint
+        torch.manual_seed(profile.seed)  # the same initial weights in every run and on every rank
+        super().__init__(model=build_unet(feature_mode),
+                         dataset=UNetDataset(data, profile.seed, crop), batch_size=p.batch_size,
+                         lr=p.lr, epochs=p.epochs, ctx=ctx, seed=profile.seed,
+                         workers=p.workers, amp=p.amp,
+                         scalars=ScalarLog(logs_dir(avatar_dir), f"unet_{feature_mode}",
+                                           ctx.is_main))
+        syncnet = (load_frozen_syncnet(syncnet_checkpoint, feature_mode, ctx.device)
+                   if syncnet_checkpoint else None)
+        vgg = load_vgg19(vgg_weights).to(ctx.device) if vgg_weights else None
+        weights = LossWeights(l1=p.l1_weight, sync=p.sync_weight if syncnet else 0.0,
+                              ssim=p.ssim_weight, vgg=p.vgg_weight if vgg else 0.0)
+        self.loss = UNetLoss(weights, syncnet, vgg)
+        log.info("unet_losses", l1=weights.l1, sync=weights.sync, ssim=weights.ssim,
+                 vgg=weights.vgg, syncnet=str(syncnet_checkpoint or "none"),
+                 perceptual=f"vgg19 from {vgg_weights}" if vgg else
+                 "off (no local VGG19 weights; pass --vgg-weights)",
+                 augmentation="none", frames=len(data), device=str(ctx.device),
+                 amp=self.use_amp, world_size=ctx.world_size)
+
+    def config(self) -> dict[str, Any]:
+        return {"profile": self.profile.to_dict(), "unet": {"audio_mode": self.feature_mode},
+                "losses": vars(self.loss.weights).copy()}
+
+    def train_step(self, batch: list[torch.Tensor]) -> dict[str, float]:
+        inp, target, audio = self.to_device(*batch)
+        with self.autocast():
+            pred = self.model(inp, audio)
+            loss, parts = self.loss(pred, target, audio)
+        self.optimise(loss)
+        return parts
+
+    def save(self, epoch: int, metrics: dict[str, float], finished: bool) -> None:
+        state = self.state(epoch=epoch, metrics=metrics, finished=finished,
+                           feature_mode=self.feature_mode, config=self.config(),
+                           syncnet=str(self.syncnet_checkpoint or ""))
+        path = save_unet_epoch(self.avatar_dir, state, self.profile.unet.keep)
+        log.info("unet_checkpoint", path=str(path), stable=str(unet_path(self.avatar_dir,
+                                                                          self.feature_mode)))
+
+
+def unet_finished(avatar_dir: Path, mode: str, epochs: int) -> bool:
+    """True when the stable checkpoint already holds `epochs` epochs."""
+    path = unet_path(avatar_dir, mode)
+    return path.is_file() and int(load_checkpoint(path).get("epoch", 0)) >= epochs
+
+
+def train_unet(avatar_dir: Path, data: AvatarArrays, feature_mode: str, profile: Profile,
+               ctx: DistContext, *, syncnet_checkpoint: Path | None, resume: bool = False,
+               vgg_weights: Path | None = None, crop: CropFn | None = None) -> UNetTrainer:
+    """Train the avatar's U-Net, continuing from its newest epoch checkpoint with `resume`."""
+    trainer = UNetTrainer(avatar_dir, data, feature_mode, profile, ctx,
+                          syncnet_checkpoint=syncnet_checkpoint, vgg_weights=vgg_weights,
+                          crop=crop)
+    latest = latest_epoch_checkpoint(avatar_dir, feature_mode)
+    if resume and latest is not None:
+        state = load_checkpoint(latest)
+        if state.get("feature_mode") != feature_mode:
+            raise ValueError(f"{latest} was trained for {state.get('feature_mode')!r}")
+        trainer.load_state(state)
+        log.info("unet_resume", checkpoint=str(latest), epoch=trainer.start_epoch,
+                 step=trainer.step)
+    elif latest is not None:
+        if ctx.is_main:
+            remove_unet_run(avatar_dir, feature_mode)
+            log.warning("unet_restart", removed_up_to=str(latest),
+                        hint="started from scratch; pass --resume to continue a run")
+        barrier(ctx)
+    trainer.fit()
+    return trainer
