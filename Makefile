@@ -8,7 +8,7 @@ setup:
 	./scripts/bootstrap.sh
 
 demo: setup
-	$(PY) -m synctalk demo
+	$(PY) -m synctalk serve
 
 test: setup
 	$(VENV)/bin/ruff check .

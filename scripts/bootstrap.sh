@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(espeak-ng ${SYNCTALK_EXTRA_APT:-})
+APT_PACKAGES=(espeak-ng docker-compose chromium ${SYNCTALK_EXTRA_APT:-})
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

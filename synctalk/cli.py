@@ -10,7 +10,11 @@ import sys
 COMMANDS = [
     "synctalk.commands.serve",
     "synctalk.commands.config",
+    "synctalk.commands.synth",
+    "synctalk.commands.prepare",
     "synctalk.commands.train",
+    "synctalk.commands.infer",
+    "synctalk.commands.evaluate",
     "synctalk.commands.demo",
 ]
 

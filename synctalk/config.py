@@ -36,6 +36,14 @@ class ModelsConfig(BaseModel):
     avatars_dir: str = str(REPO_ROOT / "assets" / "avatars")
     threads: int = 0  # 0 = all cores
     warmup: bool = True
+    # Avatar preparation: shortest usable video, share of frames allowed without exactly one
+    # face, and an ONNX 68-point landmark model (empty = dlib's HOG + 68-point predictor).
+    # U-Net precision on ONNX Runtime: "int8" is 1.05-1.3x faster on this CPU class within 1
+    # grey level of fp32 (checked per checkpoint when first built; `synctalk export --int8`).
+    unet_precision: Literal["fp32", "int8"] = "fp32"
+    min_video_seconds: float = 2.0
+    max_bad_face_share: float = 0.1
+    landmark_model: str = ""
 
 
 class TTSConfig(BaseModel):
@@ -83,9 +91,13 @@ class ServicesConfig(BaseModel):
     max_stream_seconds: float = 600.0
     max_render_frames: int = 25 * 600
     render_batch_size: int = 8
+    render_frame_cache_mb: int = 2048  # decoded avatar source frames kept per renderer
+    render_model_cache: int = 4  # loaded (avatar, mode) U-Nets per renderer
+    render_inflight_per_batch: int = 2  # a stream's queued frames, in batches (backpressure)
     render_batch_wait_ms: float = 5.0
     jpeg_quality: int = 85
     max_sessions: int = 16
+    default_avatar: str = "demo"
     max_upload_bytes: int = 50 * 1024 * 1024
     max_upload_seconds: float = 600.0
 

@@ -31,10 +31,10 @@ from training.syncnet_train import load_frozen_syncnet
 log = get_logger("training.unet")
 
 
-def build_unet(feature_mode: str) -> torch.nn.Module:
+def build_unet(feature_mode: str, width: float = 1.0) -> torch.nn.Module:
     from synctalk.models.unet import UNet328
 
-    return UNet328(audio_mode=feature_mode)
+    return UNet328(audio_mode=feature_mode, width=width)
 
 
 class UNetTrainer(EpochTrainer):
@@ -50,7 +50,7 @@ class UNetTrainer(EpochTrainer):
         self.profile = profile
         self.syncnet_checkpoint = syncnet_checkpoint
         torch.manual_seed(profile.seed)  # the same initial weights in every run and on every rank
-        super().__init__(model=build_unet(feature_mode),
+        super().__init__(model=build_unet(feature_mode, p.width),
                          dataset=UNetDataset(data, profile.seed, crop), batch_size=p.batch_size,
                          lr=p.lr, epochs=p.epochs, ctx=ctx, seed=profile.seed,
                          workers=p.workers, amp=p.amp,
@@ -70,7 +70,9 @@ class UNetTrainer(EpochTrainer):
                  amp=self.use_amp, world_size=ctx.world_size)
 
     def config(self) -> dict[str, Any]:
-        return {"profile": self.profile.to_dict(), "unet": {"audio_mode": self.feature_mode},
+        width = self.profile.unet.width
+        return {"profile": self.profile.to_dict(), "width": width,
+                "unet": {"audio_mode": self.feature_mode, "width": width},
                 "losses": vars(self.loss.weights).copy()}
 
     def train_step(self, batch: list[torch.Tensor]) -> dict[str, float]:

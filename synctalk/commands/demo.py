@@ -1,7 +1,7 @@
-"""`synctalk demo`: speak a sentence through the TTS service and write it to a WAV file.
+"""`synctalk demo`: a smoke test of the TTS service — speak a sentence, write it to a WAV.
 
-For now it starts the TTS server in-process on a free 127.0.0.1 port and talks to it over
-gRPC exactly as a remote client would; the edge issue turns this into the full web demo.
+It starts the TTS server in-process on a free 127.0.0.1 port and talks to it over gRPC
+exactly as a remote client would. The full web demo is `synctalk serve` (`make demo`).
 """
 
 from __future__ import annotations

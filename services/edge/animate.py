@@ -1,0 +1,221 @@
+"""lipsync.v1.Avatar.Animate: a client streams audio (or text) and gets frames with their audio.
+
+One call is one session. Input is read by its own task, so `cancel` takes effect while frames
+are flowing out. Audio and text pieces continue the utterance in progress; a piece of the
+other kind starts a new utterance that interrupts it, and `cancel` stops it (barge-in: the
+three downstream streams are cancelled and the frames not yet sent are dropped). Frame
+indices and pts count on across the utterances of a call. While input pauses, the edge pads
+silence after the look-ahead so the last frames of what was said come out without waiting
+for more input (`UtteranceConfig.tail_flush_s`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import numpy as np
+import soxr
+
+from services.edge.clients import AvatarMeta
+from services.edge.errors import EdgeError, bad_input
+from services.edge.orchestrator import Frame, Utterance, UtteranceInterrupted
+from services.edge.runtime import EdgeRuntime, Request
+from services.edge.sessions import Session
+from synctalk.audio.pcm import SAMPLE_RATE, float_to_s16le, s16le_to_float
+from synctalk.log import get_logger
+from synctalk.rpc.gen.lipsync.v1 import avatar_pb2, avatar_pb2_grpc, common_pb2
+
+TAIL_FLUSH_S = 0.3
+MAX_QUEUED_BYTES = 10 * 32_000  # 10 s of 16 kHz audio waiting for the pipeline
+MAX_JPEG_QUALITY = 100
+
+log = get_logger("services.edge.animate")
+
+
+class _Resampler:
+    """Streaming resampler of one call's audio to 16 kHz (state carried across chunks)."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ") \
+            if rate != SAMPLE_RATE else None
+
+    def __call__(self, pcm: bytes, last: bool = False) -> bytes:
+        if self._stream is None:
+            return pcm
+        out = self._stream.resample_chunk(s16le_to_float(pcm), last=last)
+        return float_to_s16le(np.asarray(out, np.float32))
+
+
+class _Call:
+    """State of one Animate call."""
+
+    def __init__(self, rt: EdgeRuntime, session: Session, avatar: AvatarMeta,
+                 config: avatar_pb2.AnimateConfig, voice: str, rate: int) -> None:
+        self.rt = rt
+        self.session = session
+        self.avatar = avatar
+        self.config = config
+        self.voice = voice
+        self.resample = _Resampler(rate)
+        self.out: asyncio.Queue[tuple[Utterance, Frame] | BaseException | None] = asyncio.Queue(64)
+        self.current: Utterance | None = None
+        self.kind: str | None = None
+        self.forwarders: list[asyncio.Task[None]] = []
+
+    async def start_utterance(self, kind: str) -> Utterance:
+        encoding = self.config.encoding or common_pb2.IMAGE_ENCODING_JPEG
+        request = Request(input=kind, voice=self.voice, encoding=encoding,
+                          jpeg_quality=self.config.jpeg_quality, tail_flush_s=TAIL_FLUSH_S)
+        utterance = await self.rt.start(self.session, request, self.avatar)
+        if kind == "audio":
+            self.resample = _Resampler(self.resample.rate)  # nothing of earlier audio leaks in
+        self.current, self.kind = utterance, kind
+        self.forwarders.append(asyncio.ensure_future(self._forward(utterance, kind)))
+        return utterance
+
+    async def _forward(self, utterance: Utterance, kind: str) -> None:
+        frames = self.rt.deliver(self.session, utterance, kind, time.monotonic(), self.avatar)
+        try:
+            async for frame in frames:
+                await self.out.put((utterance, frame))
+        except UtteranceInterrupted:
+            pass
+        except EdgeError as err:
+            await self.out.put(err)
+        finally:
+            await frames.aclose()
+
+    def cancel_current(self, reason: str) -> None:
+        if self.current is not None:
+            self.current.cancel(reason)
+        self.current, self.kind = None, None
+        # Frames of the cancelled utterance that are queued but not sent are dropped.
+        kept = []
+        while not self.out.empty():
+            item = self.out.get_nowait()
+            if not (isinstance(item, tuple) and item[0].interrupted):
+                kept.append(item)
+        for item in kept:
+            self.out.put_nowait(item)
+
+    async def feed(self, request: avatar_pb2.AnimateRequest) -> None:
+        kind = request.WhichOneof("payload")
+        if kind == "config":
+            raise bad_input("config: only the first message may be config")
+        if kind == "cancel":
+            self.cancel_current("cancelled")
+            return
+        if kind is None:
+            raise bad_input("payload: empty message: set audio, text or cancel")
+        if kind == "audio":
+            chunk = request.audio
+            if len(chunk.pcm) % 2:
+                raise bad_input(f"audio.pcm: odd byte count {len(chunk.pcm)}")
+            if chunk.sample_rate not in (0, self.resample.rate):
+                raise bad_input(f"audio.sample_rate: {chunk.sample_rate} differs from "
+                                f"config.sample_rate {self.resample.rate}")
+        if self.current is None or self.kind != kind or not self.current.active:
+            if self.current is not None and self.current.active:
+                self.cancel_current("interrupted")
+            await self.start_utterance(kind)
+        assert self.current is not None
+        if kind == "audio":
+            self.current.send_audio(self.resample(bytes(request.audio.pcm)))
+            # A client sending faster than the pipeline runs is held back here, once a few
+            # seconds are queued; a live client never is, so its `cancel` acts at once.
+            await self.current.wait_queue_below(MAX_QUEUED_BYTES)
+        else:
+            self.current.send_text(bytes(request.text))  # TTS validates UTF-8 across pieces
+
+    def finish(self) -> None:
+        if self.current is not None and self.current.active:
+            if self.kind == "audio":
+                self.current.send_audio(self.resample(b"", last=True))
+            self.current.send_end()
+
+
+class AvatarServicer(avatar_pb2_grpc.AvatarServicer):
+    def __init__(self, runtime: EdgeRuntime) -> None:
+        self.rt = runtime
+
+    async def Animate(
+        self,
+        request_iterator: AsyncIterator[avatar_pb2.AnimateRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[avatar_pb2.AnimatedFrame]:
+        rt = self.rt
+        session: Session | None = None
+        reader: asyncio.Task[None] | None = None
+        call: _Call | None = None
+        try:
+            requests = aiter(request_iterator)
+            first = await anext(requests, None)
+            if first is None or first.WhichOneof("payload") != "config":
+                raise bad_input("config: the first message must be config")
+            config = first.config
+            if not 0 <= config.jpeg_quality <= MAX_JPEG_QUALITY:
+                raise bad_input(f"config.jpeg_quality: expected 0..100, got {config.jpeg_quality}")
+            rate = config.sample_rate or SAMPLE_RATE
+            if not 8000 <= rate <= 192_000:
+                raise bad_input(f"config.sample_rate: expected 8000..192000, got {rate}")
+            avatar = await rt.avatar(config.avatar)
+            voice = await rt.check_voice(config.voice) if config.voice else ""
+            session = rt.sessions.open_stream()
+            rt.metrics.active_sessions.set(rt.sessions.active)
+            log.info("animate.start", session_id=session.id, avatar=avatar.name)
+            call = _Call(rt, session, avatar, config, voice, rate)
+            reader = asyncio.ensure_future(self._read(requests, call))
+            async for message in self._frames(call):
+                yield message
+        except EdgeError as err:
+            await context.abort(err.code, err.message)
+        finally:
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+            if call is not None:
+                call.cancel_current("stream closed")
+                for task in call.forwarders:
+                    task.cancel()
+                await asyncio.gather(*call.forwarders, return_exceptions=True)
+            if session is not None:
+                rt.sessions.close_stream(session)
+                rt.metrics.active_sessions.set(rt.sessions.active)
+
+    async def _read(self, requests: AsyncIterator[avatar_pb2.AnimateRequest], call: _Call) -> None:
+        """Feed every request, then wait for the utterances to deliver and mark the end."""
+        try:
+            async for request in requests:
+                await call.feed(request)
+            call.finish()
+        except EdgeError as err:
+            call.cancel_current("bad input")
+            await call.out.put(err)
+        await asyncio.gather(*call.forwarders, return_exceptions=True)
+        await call.out.put(None)
+
+    async def _frames(self, call: _Call) -> AsyncIterator[avatar_pb2.AnimatedFrame]:
+        """Frames in order until input has ended and every utterance has delivered."""
+        while True:
+            item = await call.out.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            utterance, frame = item
+            if utterance.interrupted:
+                continue
+            yield avatar_pb2.AnimatedFrame(
+                frame=common_pb2.VideoFrame(
+                    index=frame.index, pts_ms=frame.pts_ms, encoding=frame.encoding,
+                    data=frame.image, width=frame.width, height=frame.height,
+                    source_frame=frame.source_frame, idle=frame.idle),
+                audio=frame.audio,
+                session_id=call.session.id,
+            )

@@ -1,0 +1,454 @@
+"""One utterance through the three services: (text ->) TTS -> AudioFeatures -> Renderer.
+
+Every stage is a bidirectional gRPC stream opened once per utterance and driven by its own
+task, so audio, features and frames flow concurrently and gRPC flow control carries
+back-pressure from a slow consumer all the way up to TTS. The audio that goes downstream is
+kept on a timeline; each rendered frame leaves joined with samples [640 i, 640 i + 640) of
+it, so the pairing of picture and sound is exact by construction (frame i is rendered from
+the feature window of frame i). `cancel()` cancels all three calls at once (client gone,
+barge-in, explicit cancel); the first downstream failure cancels the others and is reported
+with the name of the service at fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from services.edge.clients import FEATURES, RENDERER, TTS, Downstream
+from services.edge.errors import EdgeError, from_rpc
+from synctalk.audio.pcm import SAMPLE_RATE, SAMPLES_PER_FRAME
+from synctalk.log import get_logger
+from synctalk.rpc.gen.lipsync.v1 import common_pb2, renderer_pb2, tts_pb2
+from synctalk.rpc.server import SESSION_METADATA_KEY
+
+FRAME_BYTES = SAMPLES_PER_FRAME * 2
+FEATURE_MODE_METADATA_KEY = "x-feature-mode"
+CHUNK_SAMPLES = SAMPLE_RATE // 2  # uploads go downstream in 0.5 s chunks
+OUT_QUEUE_FRAMES = 32
+TAIL_MARGIN_S = 0.15  # pad live input this long before the player would run out of frames  # frames buffered between the renderer stream and the consumer
+
+log = get_logger("services.edge.orchestrator")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A rendered frame with the audio that plays with it."""
+
+    index: int
+    pts_ms: int
+    image: bytes
+    encoding: int
+    width: int
+    height: int
+    audio: bytes  # 640 samples, s16le, 16 kHz mono
+    source_frame: int
+    idle: bool
+    render_latency_s: float  # feature frame sent to the renderer -> video frame back
+
+
+@dataclass(frozen=True)
+class UtteranceConfig:
+    avatar: str
+    feature_mode: str
+    voice: str = ""
+    encoding: int = common_pb2.IMAGE_ENCODING_JPEG
+    jpeg_quality: int = 0
+    start_frame: int = 0
+    # Added to the renderer's frame numbers, so a session's frames count on across utterances.
+    index_offset: int = 0
+    # Live input (gRPC Animate): when input pauses this long, pad silence so the last frames
+    # (held back by the feature look-ahead) come out instead of waiting for more audio.
+    tail_flush_s: float | None = None
+    lookahead_frames: int = 8
+    stream_timeout_s: float = 660.0
+
+
+class UtteranceInterrupted(Exception):
+    """The utterance was cancelled (client gone, barge-in, explicit cancel)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _End:
+    pass
+
+
+_END = _End()
+
+
+class PcmTimeline:
+    """The utterance's audio as it went downstream; frame i plays samples [640 i, 640 i + 640)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._first_frame = 0
+        self.samples = 0
+
+    def append(self, pcm: bytes) -> None:
+        self._buf += pcm
+        self.samples += len(pcm) // 2
+
+    def take(self, index: int) -> bytes:
+        """The 1280 bytes of frame `index` (zero-padded past the end); earlier audio is dropped."""
+        drop = index - self._first_frame
+        if drop > 0:
+            del self._buf[: drop * FRAME_BYTES]
+            self._first_frame = index
+        piece = bytes(self._buf[:FRAME_BYTES])
+        return piece + b"\0" * (FRAME_BYTES - len(piece))
+
+
+@dataclass
+class _Stats:
+    first_frame_at: float | None = None  # monotonic time the first frame came back
+    frames: int = 0
+
+
+class Utterance:
+    """Drive one utterance; feed it with `send_text`/`send_audio`/`send_end`, read `frames()`."""
+
+    def __init__(
+        self,
+        downstream: Downstream,
+        config: UtteranceConfig,
+        session_id: str,
+        *,
+        text_input: bool,
+    ) -> None:
+        self.downstream = downstream
+        self.config = config
+        self.session_id = session_id
+        self.text_input = text_input
+        self.timeline = PcmTimeline()
+        self.stats = _Stats()
+        self._out: asyncio.Queue[Frame | BaseException | _End] = asyncio.Queue(OUT_QUEUE_FRAMES)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._calls: dict[str, grpc.aio.StreamStreamCall] = {}
+        self._feature_lock = asyncio.Lock()
+        self._sent_at: dict[int, float] = {}
+        self._failure: EdgeError | None = None
+        self._interrupted: str | None = None
+        self._finished = False
+        self._input_ended = False
+        self._last_input = time.monotonic()
+        self._tail_due = False
+        self._inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.queued_bytes = 0
+
+    # -- set-up ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the downstream streams and send their first messages."""
+        cfg = self.config
+        session = ((SESSION_METADATA_KEY, self.session_id),)
+        timeout = cfg.stream_timeout_s
+        self._calls[RENDERER] = self.downstream.renderer.Render(metadata=session, timeout=timeout)
+        self._calls[FEATURES] = self.downstream.features.Extract(
+            metadata=(*session, (FEATURE_MODE_METADATA_KEY, cfg.feature_mode)), timeout=timeout
+        )
+        if self.text_input:
+            self._calls[TTS] = self.downstream.tts.Synthesize(metadata=session, timeout=timeout)
+        render_config = renderer_pb2.RenderConfig(
+            avatar=cfg.avatar,
+            encoding=cfg.encoding,
+            jpeg_quality=cfg.jpeg_quality,
+            start_frame=cfg.start_frame,
+        )
+        await self._write(RENDERER, renderer_pb2.RenderRequest(config=render_config))
+        if self.text_input:
+            tts_config = tts_pb2.SynthesizeConfig(voice=cfg.voice, sample_rate=SAMPLE_RATE)
+            await self._write(TTS, tts_pb2.SynthesizeRequest(config=tts_config))
+            self._spawn(self._pump_tts())
+        self._spawn(self._pump_input())
+        self._spawn(self._pump_features())
+        self._spawn(self._read_frames())
+        if cfg.tail_flush_s is not None:
+            self._spawn(self._watch_tail(cfg.tail_flush_s))
+
+    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+        self._tasks.append(asyncio.get_running_loop().create_task(coro))
+
+    # -- input -------------------------------------------------------------------------
+    #
+    # Input is queued and fed downstream by a task of the utterance, so the caller never
+    # blocks on flow control: it can still see (and act on) a cancel sent behind a burst of
+    # audio. `queued_bytes` lets it bound the queue. Errors end `frames()`, never the caller.
+
+    def send_text(self, piece: str | bytes) -> None:
+        """Text for TTS; bytes may split multi-byte characters (TTS joins and validates)."""
+        self._inbox.put_nowait(("text", piece.encode("utf-8") if isinstance(piece, str) else piece))
+
+    def send_audio(self, pcm: bytes) -> None:
+        """16 kHz mono s16le audio, any length."""
+        if pcm:
+            self.queued_bytes += len(pcm)
+            self._inbox.put_nowait(("audio", pcm))
+
+    def send_end(self) -> None:
+        """No more input: the rest of the text is spoken and every remaining frame flushed."""
+        if not self._input_ended:
+            self._input_ended = True
+            self._inbox.put_nowait(("end", None))
+
+    def submit(self, *, text: str | None = None, pcm: bytes | None = None) -> None:
+        """The whole input of a one-shot request, then its end."""
+        if text is not None:
+            self.send_text(text)
+        if pcm is not None:
+            self.send_audio(pcm)
+        self.send_end()
+
+    async def wait_queue_below(self, limit_bytes: int) -> None:
+        while self.queued_bytes > limit_bytes and self.active:
+            await asyncio.sleep(0.01)
+
+    async def _pump_input(self) -> None:
+        step = CHUNK_SAMPLES * 2
+        with self._reporting():
+            while True:
+                kind, data = await self._inbox.get()
+                self._last_input = time.monotonic()
+                if kind == "end":
+                    if self.text_input:
+                        await self._done_writing(TTS)
+                    else:
+                        async with self._feature_lock:
+                            await self._done_writing(FEATURES)
+                    return
+                if kind == "text":
+                    await self._write(TTS, tts_pb2.SynthesizeRequest(text=data))
+                    continue
+                for offset in range(0, len(data), step):
+                    await self._feed(data[offset : offset + step])
+                self.queued_bytes -= len(data)
+
+    @contextlib.contextmanager
+    def _reporting(self):  # type: ignore[no-untyped-def]
+        try:
+            yield
+        except EdgeError as err:
+            if self._failure is None and self._interrupted is None:
+                self._fail(err)
+
+    @property
+    def active(self) -> bool:
+        return not (self._finished or self._failure or self._interrupted)
+
+    async def _feed(self, pcm: bytes) -> None:
+        """Append audio to the timeline and send it to AudioFeatures, in this order."""
+        if not pcm:
+            return
+        async with self._feature_lock:
+            start = self.timeline.samples
+            self.timeline.append(pcm)
+            chunk = common_pb2.AudioChunk(pcm=pcm, sample_rate=SAMPLE_RATE, start_sample=start)
+            await self._write(FEATURES, chunk)
+            self._tail_due = True
+
+    # -- pumps -------------------------------------------------------------------------
+
+    async def _pump_tts(self) -> None:
+        call = self._calls[TTS]
+        try:
+            while True:
+                chunk = await call.read()
+                if chunk is grpc.aio.EOF:
+                    break
+                if chunk.sample_rate not in (0, SAMPLE_RATE):
+                    raise EdgeError(502, grpc.StatusCode.INTERNAL,
+                                    f"tts sent {chunk.sample_rate} Hz audio, expected {SAMPLE_RATE}",
+                                    service=TTS)
+                self._last_input = time.monotonic()
+                await self._feed(bytes(chunk.pcm))
+            async with self._feature_lock:
+                await self._done_writing(FEATURES)
+        except grpc.aio.AioRpcError as err:
+            self._fail(from_rpc(TTS, err))
+        except EdgeError as err:
+            self._fail(err)
+
+    async def _pump_features(self) -> None:
+        call = self._calls[FEATURES]
+        try:
+            while True:
+                frame = await call.read()
+                if frame is grpc.aio.EOF:
+                    break
+                self._sent_at[frame.index] = time.monotonic()
+                await self._write(RENDERER, renderer_pb2.RenderRequest(frame=frame))
+            await self._done_writing(RENDERER)
+        except grpc.aio.AioRpcError as err:
+            self._fail(from_rpc(FEATURES, err))
+        except EdgeError as err:
+            self._fail(err)
+
+    async def _read_frames(self) -> None:
+        call = self._calls[RENDERER]
+        cfg = self.config
+        expected = 0
+        try:
+            while True:
+                video = await call.read()
+                if video is grpc.aio.EOF:
+                    break
+                if video.index != expected:
+                    raise EdgeError(502, grpc.StatusCode.INTERNAL,
+                                    f"renderer sent frame {video.index}, expected {expected}",
+                                    service=RENDERER)
+                expected += 1
+                now = time.monotonic()
+                sent = self._sent_at.pop(video.index, now)
+                if self.stats.first_frame_at is None:
+                    self.stats.first_frame_at = now
+                self.stats.frames += 1
+                index = cfg.index_offset + video.index
+                await self._out.put(Frame(
+                    index=index,
+                    pts_ms=40 * index,
+                    image=bytes(video.data),
+                    encoding=video.encoding,
+                    width=video.width,
+                    height=video.height,
+                    audio=self.timeline.take(video.index),
+                    source_frame=video.source_frame,
+                    idle=video.idle,
+                    render_latency_s=now - sent,
+                ))
+            self._finished = True
+            await self._out.put(_END)
+        except grpc.aio.AioRpcError as err:
+            self._fail(from_rpc(RENDERER, err))
+        except EdgeError as err:
+            self._fail(err)
+
+    async def _watch_tail(self, quiet_s: float) -> None:
+        """Pad silence when live input pauses and the player is about to run out of frames,
+        so the frames the look-ahead holds back come out instead of waiting for more input.
+        Input that arrives in time (the next sentence from TTS) gets no pause inserted."""
+        pad_frames = self.config.lookahead_frames + 2
+        while not self._input_ended:
+            await asyncio.sleep(quiet_s / 4)
+            now = time.monotonic()
+            idle = (self._tail_due and self.queued_bytes == 0 and self._inbox.empty()
+                    and now - self._last_input >= quiet_s)
+            first = self.stats.first_frame_at
+            starving = first is None or now - first >= self.stats.frames * 0.04 - TAIL_MARGIN_S
+            if not (idle and starving):
+                continue
+            to_boundary = (-self.timeline.samples) % SAMPLES_PER_FRAME
+            silence = b"\0" * 2 * (to_boundary + pad_frames * SAMPLES_PER_FRAME)
+            with self._reporting():
+                await self._feed(silence)
+            self._tail_due = False
+
+    # -- output ------------------------------------------------------------------------
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        """Frames in order, each with its audio; raises EdgeError or UtteranceInterrupted."""
+        while True:
+            item = await self._out.get()
+            if isinstance(item, _End):
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    @property
+    def interrupted(self) -> str | None:
+        return self._interrupted
+
+    # -- teardown ----------------------------------------------------------------------
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Cancel every downstream stream at once and end `frames()` with UtteranceInterrupted."""
+        if self._finished or self._interrupted or self._failure:
+            self._stop_all()
+            return
+        self._interrupted = reason
+        self._stop_all()
+        self._replace_output(UtteranceInterrupted(reason))
+        log.info("utterance.cancelled", session_id=self.session_id, reason=reason,
+                 frames=self.stats.frames)
+
+    async def aclose(self) -> None:
+        """Cancel what still runs and wait for the pump tasks to end."""
+        self._stop_all()
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _fail(self, error: EdgeError) -> None:
+        if self._failure is None and not self._interrupted:
+            self._failure = error
+            log.info("utterance.failed", session_id=self.session_id, service=error.service,
+                     code=error.code.name, reason=error.message)
+            self._replace_output(error)
+        self._stop_all()
+
+    def _stop_all(self) -> None:
+        for call in self._calls.values():
+            call.cancel()
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+
+    def _replace_output(self, item: BaseException) -> None:
+        while not self._out.empty():
+            self._out.get_nowait()
+        self._out.put_nowait(item)
+
+    # -- call helpers ------------------------------------------------------------------
+
+    async def _write(self, service: str, message: object) -> None:
+        call = self._calls[service]
+        try:
+            await call.write(message)
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc(service, err) from None
+        except asyncio.InvalidStateError:
+            raise await self._status_error(service) from None
+
+    async def _done_writing(self, service: str) -> None:
+        call = self._calls[service]
+        try:
+            await call.done_writing()
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc(service, err) from None
+        except asyncio.InvalidStateError:
+            raise await self._status_error(service) from None
+
+    async def _status_error(self, service: str) -> EdgeError:
+        """Why a call that refused a write has ended."""
+        if self._failure is not None:
+            return self._failure
+        call = self._calls[service]
+        code = await call.code()
+        details = await call.details()
+        return from_rpc(service, _Status(code, details))
+
+
+class _Status(grpc.RpcError):
+    """A finished call's status in the shape `from_rpc` reads."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self._code = code
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details

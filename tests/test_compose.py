@@ -1,0 +1,70 @@
+"""compose.yaml validated without a Docker engine (Debian's docker-compose v1 `config`), and
+the health probe its checks run, against a real gRPC server."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from synctalk.config import load_settings
+from tests.conftest import ROOT
+from tests.test_tts_service import running_server
+
+COMPOSE = ROOT / "compose.yaml"
+
+
+def compose_config(path: Path) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.fail("docker-compose is not installed: scripts/bootstrap.sh installs it")
+    return subprocess.run([exe, "-f", str(path), "--project-directory", str(ROOT), "config"],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_compose_file_is_valid_and_has_one_container_per_service() -> None:
+    result = compose_config(COMPOSE)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert {"tts", "audio_features", "renderer", "edge"} <= set(services)
+    for name in ("tts", "audio_features", "renderer", "edge"):
+        assert services[name]["healthcheck"]["test"], name
+    assert "synctalk.rpc.healthcheck" in " ".join(services["renderer"]["healthcheck"]["test"])
+    assert "/health" in " ".join(services["edge"]["healthcheck"]["test"])
+    edge_env = services["edge"]["environment"]
+    assert edge_env["SYNCTALK_SERVICES__RENDERER_TARGET"] == "renderer:50063"
+    mounts = [str(v) for v in services["renderer"]["volumes"]]
+    assert any(m.endswith("/avatars:ro") or ":ro" in m for m in mounts), mounts
+
+
+def test_gpu_renderer_reserves_a_device() -> None:
+    raw = yaml.safe_load(COMPOSE.read_text())["services"]["renderer-gpu"]
+    devices = raw["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"] and raw["profiles"] == ["gpu"]
+
+
+def test_an_unknown_key_fails_validation(tmp_path: Path) -> None:
+    bad = yaml.safe_load(COMPOSE.read_text())
+    bad["services"]["tts"]["portz"] = ["1"]
+    path = tmp_path / "compose.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    result = compose_config(path)
+    assert result.returncode != 0 and "portz" in result.stderr
+
+
+def probe(target: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "synctalk.rpc.healthcheck", target,
+                           "--timeout", "2"], capture_output=True, text=True, timeout=30)
+
+
+def test_health_probe_reports_serving_and_unreachable() -> None:
+    with running_server(load_settings(models={"warmup": False})) as server:
+        serving = probe(server.address)
+        address = server.address
+    assert serving.returncode == 0 and serving.stdout.strip() == "SERVING"
+    gone = probe(address)
+    assert gone.returncode == 1 and gone.stdout.strip() == "NOT SERVING"
