@@ -15,6 +15,7 @@ COMMANDS = [
     "synctalk.commands.train",
     "synctalk.commands.infer",
     "synctalk.commands.evaluate",
+    "synctalk.commands.export",
     "synctalk.commands.demo",
 ]
 

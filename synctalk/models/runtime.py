@@ -42,7 +42,7 @@ log = get_logger("synctalk.models.runtime")
 
 Precision = Literal["fp32", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "int8")
-# The default of `models.unet_precision`. fp32: int8 gains 1.05-1.3x on this CPU class and
+# The default of `models.unet_precision`. fp32: int8 gains 1.2-1.5x on a 2-core AVX2 CPU and
 # its first build per checkpoint (two quantisations and checks) takes about a minute;
 # `synctalk export --int8` builds it ahead of time.
 DEFAULT_PRECISION: Precision = "fp32"
@@ -398,15 +398,16 @@ def build_unet_runner(checkpoint: Path, models: ModelsConfig, *,
         providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda"
                      else ["CPUExecutionProvider"])
         fp32 = fp32_onnx(checkpoint, model, cache)
-        runner = OrtUNetRunner(fp32, model.audio_shape, "fp32", models.threads, providers)
-        if device == "cpu" and precision != "fp32":
+        int8: bytes | None = None
+        if device == "cpu" and precision == "int8":
             int8, record = int8_onnx(
                 checkpoint, fp32, model.audio_shape, models.threads,
                 lambda: calibration or avatar_calibration(checkpoint, model.audio_mode), cache)
-            if int8 is not None:
-                runner = OrtUNetRunner(int8, model.audio_shape, "int8", models.threads)
-            else:
+            if int8 is None:
                 log.info("unet.int8_not_used", checkpoint=str(checkpoint), **record)
+        runner = (OrtUNetRunner(int8, model.audio_shape, "int8", models.threads)
+                  if int8 is not None else
+                  OrtUNetRunner(fp32, model.audio_shape, "fp32", models.threads, providers))
     log.info("unet.runner", checkpoint=str(checkpoint), backend=runner.backend, device=device,
              precision=runner.precision, audio_mode=model.audio_mode, width=model.width)
     if models.warmup:
