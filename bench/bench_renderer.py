@@ -14,7 +14,7 @@ crops, kept only if it passes the runtime's quality check; eager torch) and batc
   frames over 127.0.0.1, JPEG out, timed from the first request to the last frame received
   (the batcher, the encode threads and gRPC included), in frames/s and process CPU ms per
   frame; "CPU-bound frames/s" = cores x 1000 / that, what a dedicated machine with perfect
-  scaling could reach (the dev VM's cores are shared, see bench/RESULTS_renderer.md).
+  scaling could reach (the dev VM's cores are shared, see bench/RESULTS.md).
 Then `synctalk infer` on `--audio-seconds` of speech with the default (ONNX Runtime) backend:
 its real-time factor (compute seconds / audio seconds; features, frames and MP4 encoding,
 model loading excluded).

@@ -38,7 +38,7 @@ class ModelsConfig(BaseModel):
     warmup: bool = True
     # Avatar preparation: shortest usable video, share of frames allowed without exactly one
     # face, and an ONNX 68-point landmark model (empty = dlib's HOG + 68-point predictor).
-    # U-Net precision on ONNX Runtime: "int8" is 1.05-1.3x faster on this CPU class within 1
+    # U-Net precision on ONNX Runtime: "int8" is 1.1-1.5x faster on this CPU class within 1
     # grey level of fp32 (checked per checkpoint when first built; `synctalk export --int8`).
     unet_precision: Literal["fp32", "int8"] = "fp32"
     min_video_seconds: float = 2.0

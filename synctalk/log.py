@@ -15,6 +15,29 @@ import structlog
 _configured = False
 
 
+class _StderrLogger:
+    """Prints each event to the `sys.stderr` of the moment: a stream bound at configure time
+    may be closed later (a test harness's capture, a redirected stream), and every later
+    event would then raise."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A stdlib handler that writes to the `sys.stderr` of the moment (see `_StderrLogger`)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure_logging(service: str, fmt: str = "auto", level: str = "INFO") -> None:
     """Configure structlog and stdlib logging once per process."""
     global _configured
@@ -37,10 +60,12 @@ def configure_logging(service: str, fmt: str = "auto", level: str = "INFO") -> N
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level_no),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *args: _StderrLogger(),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=level_no, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=level_no, handlers=[handler])
     structlog.contextvars.bind_contextvars(service=service)
     _configured = True
 

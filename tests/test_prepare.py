@@ -176,7 +176,8 @@ def test_bad_input_is_refused_with_a_clear_message(kind: str, message: str, tmp_
     out = tmp_path / "avatar"
     assert prepare("avatar", video, out, settings, features=False, progress=False) == 2
     err = capsys.readouterr().err
-    assert err.startswith("synctalk prepare: ") and message in err, err
+    errors = [line for line in err.splitlines() if line.startswith("synctalk prepare: ")]
+    assert len(errors) == 1 and message in errors[0], err
     assert not (out / "avatar.json").exists()
     if kind in ("no_face", "two_faces"):
         assert "frames (0-" in err  # the frames are named as ranges
