@@ -63,13 +63,13 @@ PROFILES: dict[str, Profile] = {
         unet=UNetProfile(batch_size=1, epochs=2, max_frames=2, keep=0, workers=0),
     ),
     # The bundled demo avatar: quarter-width networks that a 2-core CPU trains in about an
-    # hour on a few minutes of synthetic talking head (docs/training-guide.md).
+    # hour on two minutes of synthetic talking head (docs/training-guide.md).
     "demo": Profile(
         "demo",
         syncnet=SyncNetProfile(width=0.25, batch_size=16, epochs=1, max_frames=1200, workers=1),
         # Sync at 0.3, not 10: with a SyncNet trained for one short epoch, SyncTalk_2D's 10x
         # outweighed L1 forty-fold and the generator painted patterns that fool the SyncNet.
-        unet=UNetProfile(width=0.25, batch_size=8, epochs=6, max_frames=800, sync_weight=0.3,
+        unet=UNetProfile(width=0.25, batch_size=8, epochs=11, max_frames=800, sync_weight=0.3,
                          keep=2, workers=1),
     ),
 }
