@@ -25,10 +25,15 @@ MODEL_KEYS = ("format", "kind", "model", "feature_mode", "config", "epoch", "ste
               "finished")
 
 
-def slim_checkpoint(src: Path, dst: Path) -> None:
-    """The checkpoint without optimiser and scaler state, loadable with weights_only=True."""
+def slim_checkpoint(src: Path, dst: Path, half: bool = False) -> None:
+    """The checkpoint without optimiser and scaler state, loadable with weights_only=True;
+    `half` stores float weights as fp16 (the SyncNet only scores, at half the size)."""
     state = load_checkpoint(src)
-    torch.save({k: state[k] for k in MODEL_KEYS if k in state}, dst)
+    slim = {k: state[k] for k in MODEL_KEYS if k in state}
+    if half:
+        slim["model"] = {k: v.half() if v.is_floating_point() else v
+                         for k, v in slim["model"].items()}
+    torch.save(slim, dst)
 
 
 def trim_truth(src: Path, dst: Path, frames: int) -> None:
@@ -60,7 +65,7 @@ def package(src: Path, dst: Path, frames: int, quality: int = 90) -> Path:
     out_ckpt.mkdir()
     for path in sorted(checkpoints_dir(src).glob("*.pt")):
         if "_epoch" not in path.name:
-            slim_checkpoint(path, out_ckpt / path.name)
+            slim_checkpoint(path, out_ckpt / path.name, half=path.name.startswith("syncnet"))
     extra = {k: v for k, v in meta.extra.items() if k not in ("source", "audio")}
     extra["trimmed_from"] = meta.num_frames
     write_meta(dst, dataclasses.replace(meta, num_frames=frames, extra=extra, complete=True))

@@ -13,7 +13,7 @@ from synctalk.features import MODES, get_extractor
 from synctalk.features.base import FeatureExtractor
 from synctalk.log import get_logger
 from synctalk.rpc.gen.lipsync.v1 import audio_features_pb2, audio_features_pb2_grpc
-from synctalk.rpc.server import GrpcServer
+from synctalk.rpc.server import GrpcServer, service_server
 
 SERVICE_NAME = audio_features_pb2.DESCRIPTOR.services_by_name["AudioFeatures"].full_name
 
@@ -50,15 +50,7 @@ def build_server(settings: Settings, host: str, port: int) -> GrpcServer:
     def register(server: grpc.aio.Server) -> None:
         audio_features_pb2_grpc.add_AudioFeaturesServicer_to_server(servicer, server)
 
-    return GrpcServer(
-        [SERVICE_NAME],
-        register,
-        host=host,
-        port=port,
-        max_message_bytes=svc.max_message_bytes,
-        max_concurrent_streams=svc.max_concurrent_streams,
-        drain_grace_s=svc.drain_grace_s,
-    )
+    return service_server(svc, SERVICE_NAME, register, host, port)
 
 
 async def serve(settings: Settings, host: str, port: int) -> None:

@@ -20,7 +20,7 @@ from services.edge.runtime import EdgeRuntime
 from synctalk.config import Settings
 from synctalk.log import get_logger
 from synctalk.rpc.gen.lipsync.v1 import avatar_pb2, avatar_pb2_grpc
-from synctalk.rpc.server import GrpcServer
+from synctalk.rpc.server import GrpcServer, service_server
 
 SERVICE_NAME = avatar_pb2.DESCRIPTOR.services_by_name["Avatar"].full_name
 
@@ -34,15 +34,7 @@ def build_grpc_server(runtime: EdgeRuntime, host: str, port: int) -> GrpcServer:
     def register(server: grpc.aio.Server) -> None:
         avatar_pb2_grpc.add_AvatarServicer_to_server(servicer, server)
 
-    return GrpcServer(
-        [SERVICE_NAME],
-        register,
-        host=host,
-        port=port,
-        max_message_bytes=svc.max_message_bytes,
-        max_concurrent_streams=svc.max_concurrent_streams,
-        drain_grace_s=svc.drain_grace_s,
-    )
+    return service_server(svc, SERVICE_NAME, register, host, port)
 
 
 class _Uvicorn(uvicorn.Server):

@@ -18,7 +18,7 @@ from synctalk.log import get_logger
 from synctalk.render.idle import silence_window
 from synctalk.render.pipeline import FrameCache, FramePipeline
 from synctalk.rpc.gen.lipsync.v1 import renderer_pb2, renderer_pb2_grpc
-from synctalk.rpc.server import GrpcServer
+from synctalk.rpc.server import GrpcServer, service_server
 
 SERVICE_NAME = renderer_pb2.DESCRIPTOR.services_by_name["Renderer"].full_name
 
@@ -57,15 +57,7 @@ def build_server(settings: Settings, host: str, port: int,
     def register(server: grpc.aio.Server) -> None:
         renderer_pb2_grpc.add_RendererServicer_to_server(servicer, server)
 
-    return GrpcServer(
-        [SERVICE_NAME],
-        register,
-        host=host,
-        port=port,
-        max_message_bytes=svc.max_message_bytes,
-        max_concurrent_streams=svc.max_concurrent_streams,
-        drain_grace_s=svc.drain_grace_s,
-    )
+    return service_server(svc, SERVICE_NAME, register, host, port)
 
 
 async def serve(settings: Settings, host: str, port: int) -> None:

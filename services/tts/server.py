@@ -11,7 +11,7 @@ from services.tts.servicer import TextToSpeechServicer
 from services.tts.voices import load_voices
 from synctalk.config import Settings
 from synctalk.rpc.gen.lipsync.v1 import tts_pb2, tts_pb2_grpc
-from synctalk.rpc.server import GrpcServer
+from synctalk.rpc.server import GrpcServer, service_server
 
 SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["TextToSpeech"].full_name
 
@@ -28,15 +28,7 @@ def build_server(settings: Settings, host: str, port: int) -> GrpcServer:
     def register(server: grpc.aio.Server) -> None:
         tts_pb2_grpc.add_TextToSpeechServicer_to_server(servicer, server)
 
-    return GrpcServer(
-        [SERVICE_NAME],
-        register,
-        host=host,
-        port=port,
-        max_message_bytes=svc.max_message_bytes,
-        max_concurrent_streams=svc.max_concurrent_streams,
-        drain_grace_s=svc.drain_grace_s,
-    )
+    return service_server(svc, SERVICE_NAME, register, host, port)
 
 
 async def serve(settings: Settings, host: str, port: int) -> None:

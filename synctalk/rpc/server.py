@@ -22,6 +22,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from synctalk.config import ServicesConfig
 from synctalk.log import get_logger
 
 SESSION_METADATA_KEY = "x-session-id"
@@ -243,3 +244,17 @@ class GrpcServer:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await self.drain_and_stop()
+
+
+def service_server(services: ServicesConfig, service_name: str,
+                   register: Callable[[grpc.aio.Server], None], host: str, port: int) -> GrpcServer:
+    """A GrpcServer for one service with the limits of `settings.services`."""
+    return GrpcServer(
+        [service_name],
+        register,
+        host=host,
+        port=port,
+        max_message_bytes=services.max_message_bytes,
+        max_concurrent_streams=services.max_concurrent_streams,
+        drain_grace_s=services.drain_grace_s,
+    )
