@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 setup:
 	./scripts/bootstrap.sh
 
+# The demo listens on loopback only, so its page's debug panel is switched on.
 demo: setup
-	$(PY) -m synctalk serve
+	SYNCTALK_DEBUG__ENDPOINTS=$${SYNCTALK_DEBUG__ENDPOINTS:-true} $(PY) -m synctalk serve
 
 test: setup
 	$(VENV)/bin/ruff check .

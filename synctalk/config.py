@@ -61,8 +61,13 @@ class TTSConfig(BaseModel):
 
 
 class DebugConfig(BaseModel):
-    """Per-session dumps of frames and audio (off by default)."""
+    """Per-session dumps of frames and audio (off by default).
 
+    The HTTP debug endpoints (`/debug/status`, `/debug/config`) answer only when `endpoints`
+    is true; on an edge that listens on anything but loopback they also need `token`, sent
+    as the `X-Debug-Token` header (without a token they stay refused there)."""
+
+    endpoints: bool = False
     enabled: bool = False
     save_frames: bool = False
     save_audio: bool = False
@@ -100,6 +105,9 @@ class ServicesConfig(BaseModel):
     default_avatar: str = "demo"
     max_upload_bytes: int = 50 * 1024 * 1024
     max_upload_seconds: float = 600.0
+    # Origins allowed to call the HTTP API from another site's page (CORS); empty = none,
+    # the edge's own page is same-origin and needs no entry.
+    cors_origins: list[str] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):

@@ -42,7 +42,8 @@ def stack(request: pytest.FixtureRequest) -> Stack:
 
 @pytest.fixture(scope="module")
 def edge(stack: Stack) -> Edge:
-    return stack.edge(max_upload_bytes=400_000, max_upload_seconds=5.0)
+    return stack.edge(max_upload_bytes=400_000, max_upload_seconds=5.0,
+                      debug={"endpoints": True})
 
 
 @pytest.fixture(scope="module")
@@ -234,14 +235,63 @@ def test_debug_config_dumps_frames_and_audio(stack: Stack, client: httpx.Client)
 
 
 def test_debug_token_guards_the_debug_settings(stack: Stack) -> None:
-    edge = stack.edge(debug={"token": "s3cret"})
+    edge = stack.edge(debug={"endpoints": True, "token": "s3cret"})
     with edge.client() as c:
         refused = c.post("/debug/config", json={"enabled": True})
         assert_clean_error(refused, 403, "X-Debug-Token")
+        assert_clean_error(c.get("/debug/status"), 403, "X-Debug-Token")
+        wrong = c.post("/debug/config", json={"enabled": True}, headers={"X-Debug-Token": "s3"})
+        assert_clean_error(wrong, 403, "X-Debug-Token")
         allowed = c.post("/debug/config", json={"enabled": True},
                          headers={"X-Debug-Token": "s3cret"})
         assert allowed.status_code == 200 and allowed.json()["enabled"] is True
-        assert "token" not in c.get("/debug/status").json()
+        status = c.get("/debug/status", headers={"X-Debug-Token": "s3cret"})
+        assert status.status_code == 200 and "token" not in status.json()
+
+
+def test_debug_endpoints_are_off_unless_config_enables_them(stack: Stack) -> None:
+    edge = stack.edge()
+    with edge.client() as c:
+        assert_clean_error(c.get("/debug/status"), 404, "debug.endpoints")
+        assert_clean_error(c.post("/debug/config", json={"enabled": True}), 404,
+                           "debug.endpoints")
+    assert edge.server.runtime.debug.enabled is False
+
+
+@pytest.mark.parametrize("token", ["", "s3cret"])
+def test_off_loopback_the_debug_endpoints_need_a_token(stack: Stack, token: str) -> None:
+    """The app as it runs on 0.0.0.0 (driven in-process: nothing listens off loopback)."""
+    from services.edge.app import create_app
+
+    settings = stack.edge_settings(debug={"endpoints": True, "token": token})
+    app = create_app(settings, host="0.0.0.0")
+
+    async def calls() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://edge") as c:
+            return [await c.get("/debug/status"),
+                    await c.get("/debug/status", headers={"X-Debug-Token": "s3cret"})]
+
+    without, with_token = stack.loop.run(calls())
+    if token:
+        assert_clean_error(without, 403, "X-Debug-Token")
+        assert with_token.status_code == 200
+    else:
+        assert_clean_error(without, 403, "non-loopback")
+        assert_clean_error(with_token, 403, "non-loopback")
+
+
+def test_cors_is_closed_unless_origins_are_configured(stack: Stack) -> None:
+    preflight = {"Origin": "http://elsewhere.example", "Access-Control-Request-Method": "POST"}
+    with stack.edge().client() as c:
+        reply = c.get("/health", headers={"Origin": "http://elsewhere.example"})
+        assert "access-control-allow-origin" not in reply.headers
+        assert "access-control-allow-origin" not in c.options("/generate", headers=preflight).headers
+    with stack.edge(cors_origins=["http://app.example"]).client() as c:
+        allowed = c.get("/health", headers={"Origin": "http://app.example"})
+        assert allowed.headers["access-control-allow-origin"] == "http://app.example"
+        other = c.get("/health", headers={"Origin": "http://elsewhere.example"})
+        assert "access-control-allow-origin" not in other.headers
 
 
 def test_metrics_count_frames_and_first_frame_time(client: httpx.Client) -> None:

@@ -37,7 +37,7 @@ def stack(request: pytest.FixtureRequest) -> Stack:
 
 @pytest.fixture(scope="module")
 def edge(stack: Stack) -> Edge:
-    edge = stack.edge()
+    edge = stack.edge(debug={"endpoints": True})
     with edge.client() as client:  # a served stack is warm: load the avatar's model now
         assert client.get("/generate", params={"text": "Warm up.", "realtime": "false"}
                           ).status_code == 200

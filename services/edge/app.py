@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import io
+import ipaddress
 import time
 import wave
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -121,8 +123,20 @@ class LiveStreamResponse(StreamingResponse):
             log.error("http.stream_failed", error=repr(failure), exc_info=failure)
 
 
-def create_app(settings: Settings, runtime: EdgeRuntime | None = None) -> FastAPI:
-    """The FastAPI app; `runtime` is shared with the gRPC Avatar service when given."""
+def is_loopback(host: str) -> bool:
+    """Whether a listen address reaches only this machine ("localhost", 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(settings: Settings, runtime: EdgeRuntime | None = None,
+               host: str = "127.0.0.1") -> FastAPI:
+    """The FastAPI app; `runtime` is shared with the gRPC Avatar service when given, `host`
+    is the address the app listens on (debug endpoints need a token off loopback)."""
     owns_runtime = runtime is None
     rt = runtime or EdgeRuntime(settings)
 
@@ -142,10 +156,28 @@ def create_app(settings: Settings, runtime: EdgeRuntime | None = None) -> FastAP
         lifespan=lifespan,
     )
     app.state.runtime = rt
-    app.add_middleware(
-        CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],
-        expose_headers=["X-Session-Id", "X-Audio-Duration", "Retry-After"],
-    )
+    if settings.services.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.services.cors_origins,
+            allow_methods=["GET", "POST"], allow_headers=["Content-Type", "X-Debug-Token"],
+            expose_headers=["X-Session-Id", "X-Audio-Duration", "Retry-After"],
+        )
+    loopback = is_loopback(host)
+
+    def debug_allowed(request: HttpRequest) -> None:
+        """Refuse the debug endpoints unless config enables them, and off loopback unless
+        the request carries the configured token."""
+        if not rt.debug.endpoints:
+            raise EdgeError(404, grpc.StatusCode.NOT_FOUND,
+                            "the debug endpoints are off (set debug.endpoints = true)")
+        token = rt.debug.token
+        if not token and not loopback:
+            raise EdgeError(403, grpc.StatusCode.PERMISSION_DENIED,
+                            "the debug endpoints need debug.token on a non-loopback listener")
+        sent = request.headers.get("x-debug-token", "")
+        if token and not hmac.compare_digest(sent.encode(), token.encode()):
+            raise EdgeError(403, grpc.StatusCode.PERMISSION_DENIED,
+                            "debug settings need the X-Debug-Token header")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.exception_handler(EdgeError)
@@ -329,19 +361,18 @@ def create_app(settings: Settings, runtime: EdgeRuntime | None = None) -> FastAP
         return {"status": status, "services": services, "active_sessions": rt.sessions.active,
                 "max_sessions": rt.sessions.max_active}
 
-    @app.get("/debug/status", summary="Debug dump settings")
-    async def debug_get() -> dict[str, object]:
+    @app.get("/debug/status", summary="Debug dump settings", responses=_DEBUG_RESPONSES)
+    async def debug_get(request: HttpRequest) -> dict[str, object]:
+        debug_allowed(request)
         return debug_status(rt.debug)
 
-    @app.post("/debug/config", summary="Change the debug dump settings (omitted fields stay)")
+    @app.post("/debug/config", summary="Change the debug dump settings (omitted fields stay)",
+              responses=_DEBUG_RESPONSES)
     async def debug_set(
         update: DebugUpdate,
         request: HttpRequest,
     ) -> dict[str, object]:
-        token = rt.debug.token
-        if token and request.headers.get("x-debug-token") != token:
-            raise EdgeError(403, grpc.StatusCode.PERMISSION_DENIED,
-                            "debug settings need the X-Debug-Token header")
+        debug_allowed(request)
         changes = update.model_dump(exclude_none=True)
         rt.debug = rt.debug.model_copy(update=changes)
         if rt.debug.enabled:
@@ -359,6 +390,12 @@ def create_app(settings: Settings, runtime: EdgeRuntime | None = None) -> FastAP
 
     return app
 
+
+_DEBUG_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"description": "a token is configured (or the edge is not on loopback) and the "
+                         "X-Debug-Token header does not match"},
+    404: {"description": "the debug endpoints are off (debug.endpoints = false, the default)"},
+}
 
 _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "The stream; header X-Session-Id names its session",

@@ -52,7 +52,7 @@ class EdgeServer:
                  grpc_port: int | None = None) -> None:
         self.settings = settings
         self.runtime = EdgeRuntime(settings)
-        self.app = create_app(settings, self.runtime)
+        self.app = create_app(settings, self.runtime, host=host)
         grpc_port = settings.services.edge_grpc_port if grpc_port is None else grpc_port
         self.grpc = build_grpc_server(self.runtime, host, grpc_port)
         config = uvicorn.Config(

@@ -462,7 +462,12 @@ function drawStill() {
 
 async function loadDebug() {
   try {
-    const d = await (await fetch("/debug/status")).json();
+    const r = await fetch("/debug/status");
+    const d = await r.json();
+    const off = !r.ok;
+    for (const id of ["dbg-enabled", "dbg-frames", "dbg-audio"]) $(id).disabled = off;
+    $("dbg-note").hidden = !off;
+    if (off) { $("dbg-note").textContent = d.detail; return; }
     $("dbg-enabled").checked = d.enabled;
     $("dbg-frames").checked = d.save_frames;
     $("dbg-audio").checked = d.save_audio;
