@@ -160,3 +160,66 @@ def test_speaking_again_interrupts_and_stop_cancels(page, edge: Edge) -> None:  
     page.wait_for_function(f"window.synctalk.done >= {done + 3}", timeout=30_000)
     assert "Stopped" in page.inner_text("#status")
     assert _outcomes(edge).get("complete", 0) == after.get("complete", 0)
+
+
+STOP_AND_MEASURE = """async (button) => {
+    const p = window.synctalk.player;
+    const w = p.idle.naturalWidth, h = p.idle.naturalHeight;
+    const ref = document.createElement('canvas');
+    ref.width = w; ref.height = h;
+    ref.getContext('2d').drawImage(p.idle, 0, 0);
+    const want = ref.getContext('2d').getImageData(0, 0, w, h).data;
+    const stage = document.querySelector('#stage');
+    const showsIdle = () => {
+        if (stage.width !== w || stage.height !== h) return false;
+        const got = stage.getContext('2d').getImageData(0, 0, w, h).data;
+        for (let i = 0; i < got.length; i += 97) if (Math.abs(got[i] - want[i]) > 2) return false;
+        return true;
+    };
+    const levelBefore = p.level();
+    const idleBefore = showsIdle();
+    const t0 = performance.now();
+    document.querySelector(button).click();
+    let silentMs = null, idleMs = null;
+    while (performance.now() - t0 < 2000 && (silentMs === null || idleMs === null)) {
+        const t = performance.now() - t0;
+        if (silentMs === null && p.level() < 1e-3) silentMs = t;
+        if (idleMs === null && showsIdle()) idleMs = t;
+        await new Promise((r) => setTimeout(r, 5));
+    }
+    return {levelBefore, idleBefore, silentMs, idleMs};
+}"""
+
+
+def _speak_until_loud(page, text: str) -> None:  # type: ignore[no-untyped-def]
+    page.click("#tab-text")
+    page.fill("#text", text)
+    page.click("#speak")
+    page.wait_for_function("window.synctalk.figures().painted >= 10 && "
+                           "window.synctalk.player.level() > 0.01", timeout=60_000)
+
+
+def test_stop_silences_within_150_ms_and_shows_idle_within_250_ms(page) -> None:  # type: ignore[no-untyped-def]
+    """Barge-in budget (issue: sound silent ≤ 150 ms, avatar idle ≤ 250 ms), on the page's
+    own audio output (an AnalyserNode after the gain) and its canvas."""
+    done = page.evaluate("window.synctalk.done")
+    _speak_until_loud(page, "A long sentence that keeps the avatar talking for several "
+                            "seconds, so that the stop button has something to stop.")
+    measured = page.evaluate(STOP_AND_MEASURE, "#stop")
+    assert measured["levelBefore"] > 0.01 and not measured["idleBefore"], measured
+    assert measured["silentMs"] is not None and measured["silentMs"] <= 150, measured
+    assert measured["idleMs"] is not None and measured["idleMs"] <= 250, measured
+    page.wait_for_function(f"window.synctalk.done >= {done + 1}", timeout=30_000)
+
+
+def test_speaking_again_silences_the_old_speech_within_150_ms(page) -> None:  # type: ignore[no-untyped-def]
+    done = page.evaluate("window.synctalk.done")
+    _speak_until_loud(page, "Another long sentence that keeps going and going, so that the "
+                            "listener can interrupt it with new words.")
+    page.fill("#text", "New words now.")
+    measured = page.evaluate(STOP_AND_MEASURE, "#speak")
+    assert measured["levelBefore"] > 0.01, measured
+    assert measured["silentMs"] is not None and measured["silentMs"] <= 150, measured
+    assert measured["idleMs"] is not None and measured["idleMs"] <= 250, measured
+    page.wait_for_function(f"window.synctalk.done >= {done + 2}", timeout=60_000)
+    assert page.evaluate("window.synctalk.figures()")["status"] == "complete"

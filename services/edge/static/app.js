@@ -78,6 +78,8 @@ class Player {
     this.abort = null;
     this.stats = newStats();
     this.generation = 0;
+    this.idle = null; // the avatar's still frame (closed mouth), shown whenever speech stops
+    this.stoppedAt = null;
     requestAnimationFrame((t) => this.tick(t));
   }
 
@@ -91,6 +93,9 @@ class Player {
       }
       this.gain = this.ctx.createGain();
       this.gain.connect(this.ctx.destination);
+      this.analyser = this.ctx.createAnalyser();
+      this.analyser.fftSize = 512;
+      this.gain.connect(this.analyser);
     }
     if (this.ctx.state === "suspended") this.ctx.resume();
     return this.ctx;
@@ -109,7 +114,29 @@ class Player {
     return ctx.currentTime - (ctx.outputLatency || ctx.baseLatency || 0);
   }
 
+  /* The RMS level of what the speakers play now (0 when silent). */
+  level() {
+    if (!this.analyser) return 0;
+    const data = new Float32Array(this.analyser.fftSize);
+    this.analyser.getFloatTimeDomainData(data);
+    let sum = 0;
+    for (const v of data) sum += v * v;
+    return Math.sqrt(sum / data.length);
+  }
+
+  showIdle() {
+    if (!this.idle) return;
+    if (this.canvas.width !== this.idle.naturalWidth || this.canvas.height !== this.idle.naturalHeight) {
+      this.canvas.width = this.idle.naturalWidth;
+      this.canvas.height = this.idle.naturalHeight;
+    }
+    this.g.drawImage(this.idle, 0, 0);
+  }
+
+  /* Barge-in and Stop: silence every scheduled sound and go back to the idle picture at
+   * once, without waiting for the server to wind the stream down. */
   stop(reason) {
+    const speaking = this.sources.size > 0 || this.queue.length > 0;
     this.generation += 1;
     if (this.abort) this.abort.abort(reason || "stopped");
     this.abort = null;
@@ -120,6 +147,10 @@ class Player {
     for (const f of this.queue) if (f.bitmap) f.bitmap.close();
     this.queue = [];
     this.base = null;
+    if (speaking) {
+      this.stoppedAt = performance.now();
+      this.showIdle();
+    }
   }
 
   async play(url, init, onStart) {
@@ -450,10 +481,8 @@ async function loadChoices() {
 function drawStill() {
   const img = new Image();
   img.onload = () => {
-    const c = $("stage");
-    c.width = img.naturalWidth;
-    c.height = img.naturalHeight;
-    c.getContext("2d").drawImage(img, 0, 0);
+    player.idle = img;
+    player.showIdle();
   };
   img.src = `/avatar?avatar=${encodeURIComponent($("avatar").value || "")}`;
 }
