@@ -149,3 +149,29 @@ def test_cli_errors_exit_non_zero_and_leave_nothing(store: Path, wav: Path, tmp_
     assert cli("--name", "tiny", "--audio", str(wav), "--no-progress") == 0
     assert "real-time factor" in capsys.readouterr().out
     assert sorted(p.name for p in out_dir.iterdir()) == ["tiny_hello.mp4"]
+
+
+def test_the_cli_on_the_bundled_demo_avatar_with_10_s_of_speech(tmp_path: Path) -> None:
+    """The acceptance command as a user types it: `synctalk infer --name demo --audio` a 10 s
+    piper WAV at 22,050 Hz -> 250 frames at 25 fps with 10 s ± 40 ms of audio from 0."""
+    import os
+    import subprocess
+    import sys
+
+    from training.synthetic.speech import speak
+
+    speech = speak("The weather today is mild, with a light breeze from the west. Later "
+                   "this evening, clouds will gather over the hills.", seconds=10.0)
+    wav_path = tmp_path / "ten.wav"
+    sf.write(wav_path, speech.audio, speech.sample_rate, subtype="PCM_16")
+    out = tmp_path / "result" / "demo_ten.mp4"
+    proc = subprocess.run(
+        [sys.executable, "-m", "synctalk", "infer", "--name", "demo", "--audio", str(wav_path),
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "SYNCTALK_MODELS__DEVICE": "cpu"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    frames, rate, size, audio_s, start_s = read_mp4(out)
+    assert frames == 250 and rate == 25.0 and size == (512, 512)
+    assert abs(audio_s - 10.0) <= 0.040 and start_s == 0.0
