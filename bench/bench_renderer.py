@@ -2,6 +2,9 @@
 
     .venv/bin/python -m bench.bench_renderer [--frames 48] [--batches 1 8]
         [--backends onnxruntime int8 torch] [--audio-seconds 6] [--skip-infer]
+        [--unet-width 1.0]
+
+`--unet-width 0.25` times the U-Net width the bundled demo avatar uses (a CPU avatar).
 
 For each U-Net backend (ONNX Runtime fp32; ONNX Runtime int8, calibrated on the avatar's
 crops, kept only if it passes the runtime's quality check; eager torch) and batch size:
@@ -147,14 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="U-Net threads (0 = all cores)")
     parser.add_argument("--audio-seconds", type=float, default=6.0)
     parser.add_argument("--skip-infer", action="store_true")
+    parser.add_argument("--unet-width", type=float, default=1.0,
+                        help="U-Net channel width (1.0 = SyncTalk_2D's; the demo avatar: 0.25)")
     args = parser.parse_args(argv)
 
     print(f"# {platform.platform()}, {os.cpu_count()} cores, python {sys.version.split()[0]}, "
-          f"load average {os.getloadavg()[0]:.2f}")
+          f"load average {os.getloadavg()[0]:.2f}, U-Net width {args.unet_width:g}")
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="bench-renderer-") as tmp:
         store = Path(tmp)
-        make_1080p_avatar(store, NAME, num_frames=16)
+        make_1080p_avatar(store, NAME, num_frames=16, unet_width=args.unet_width)
         avatar = load_avatar(store / NAME)
         cache = FrameCache()
         started = time.perf_counter()
