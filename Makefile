@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint proto bench
+.PHONY: setup demo test lint proto bench audit
 
 setup:
 	./scripts/bootstrap.sh
@@ -24,3 +24,11 @@ proto: setup
 
 bench: setup
 	$(PY) -m bench
+
+# Known vulnerabilities in the installed (pinned) dependencies. pip-audit lives in its own
+# venv so it never changes the project's; it needs the advisory service (PyPI or OSV).
+audit: setup
+	test -x .venv-audit/bin/pip-audit || (python3 -m venv .venv-audit && \
+		.venv-audit/bin/pip install -q pip-audit==2.10.1)
+	.venv-audit/bin/pip-audit --progress-spinner off \
+		--path $(VENV)/lib/python3.11/site-packages

@@ -105,6 +105,9 @@ class ServicesConfig(BaseModel):
     default_avatar: str = "demo"
     max_upload_bytes: int = 50 * 1024 * 1024
     max_upload_seconds: float = 600.0
+    # An upload's body must arrive within this time (else 408): a trickling client cannot
+    # hold a connection open indefinitely. 50 MB at 4 Mbit/s takes 100 s.
+    upload_timeout_s: float = 120.0
     # Origins allowed to call the HTTP API from another site's page (CORS); empty = none,
     # the edge's own page is same-origin and needs no entry.
     cors_origins: list[str] = Field(default_factory=list)

@@ -262,15 +262,21 @@ def test_debug_endpoints_are_off_unless_config_enables_them(stack: Stack) -> Non
 def test_off_loopback_the_debug_endpoints_need_a_token(stack: Stack, token: str) -> None:
     """The app as it runs on 0.0.0.0 (driven in-process: nothing listens off loopback)."""
     from services.edge.app import create_app
+    from services.edge.runtime import EdgeRuntime
 
     settings = stack.edge_settings(debug={"endpoints": True, "token": token})
-    app = create_app(settings, host="0.0.0.0")
 
     async def calls() -> list[httpx.Response]:
+        """The app is built inside the loop: its gRPC channels bind to the running loop."""
+        runtime = EdgeRuntime(settings)
+        app = create_app(settings, runtime, host="0.0.0.0")
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://edge") as c:
-            return [await c.get("/debug/status"),
-                    await c.get("/debug/status", headers={"X-Debug-Token": "s3cret"})]
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://edge") as c:
+                return [await c.get("/debug/status"),
+                        await c.get("/debug/status", headers={"X-Debug-Token": "s3cret"})]
+        finally:
+            await runtime.close()
 
     without, with_token = stack.loop.run(calls())
     if token:

@@ -65,6 +65,13 @@ AvatarQuery = Annotated[str, Query(max_length=64, description="Avatar name; empt
 VoiceQuery = Annotated[str, Query(max_length=128, description="TTS voice id; empty: the default")]
 
 
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx body: a message, or FastAPI's list of validation errors."""
+
+    detail: str | list[dict[str, Any]]
+    service: str | None = Field(None, description="The downstream service at fault")
+
+
 class GenerateBody(BaseModel):
     text: str = Field(description="What the avatar says")
     voice: str = Field("", max_length=128)
@@ -154,6 +161,7 @@ def create_app(settings: Settings, runtime: EdgeRuntime | None = None,
                     "look-ahead (8 frames, 320 ms) plus processing, and every frame travels "
                     "with the audio that plays with it.",
         lifespan=lifespan,
+        responses=_ERROR_RESPONSES,
     )
     app.state.runtime = rt
     if settings.services.cors_origins:
@@ -257,13 +265,14 @@ def create_app(settings: Settings, runtime: EdgeRuntime | None = None,
             rt.sessions.get(session_id)
         await rt.avatar(avatar)
         svc = rt.settings.services
-        data, _name = await read_upload(request, svc.max_upload_bytes)
+        data, _name = await read_upload(request, svc.max_upload_bytes, svc.upload_timeout_s)
         pcm = await decode_upload(data, svc.max_upload_seconds)
         return await _generate(rt, started, "audio", pcm=pcm, avatar=avatar, fmt=format,
                                session_id=session_id, realtime=realtime)
 
     @app.get("/generate-from-audio", summary="The avatar's still frame as a one-part MJPEG "
-             "stream (seed compatibility: its page pointed an <img> here)")
+             "stream (seed compatibility: its page pointed an <img> here)",
+             responses={200: {"content": {mjpeg.MEDIA_TYPE: {}}}})
     async def generate_from_audio_still(avatar: AvatarQuery = "") -> Response:
         meta = await rt.avatar(avatar)
         return Response(mjpeg.part(meta.still_jpeg), media_type=mjpeg.MEDIA_TYPE)
@@ -383,13 +392,23 @@ def create_app(settings: Settings, runtime: EdgeRuntime | None = None,
         log.info("debug.config", **debug_status(rt.debug))
         return debug_status(rt.debug)
 
-    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
+    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=True,
+             responses={200: {"content": {"text/plain": {}}}})
     async def metrics() -> Response:
         rt.metrics.active_sessions.set(rt.sessions.active)
         return Response(rt.metrics.render(), media_type=rt.metrics.content_type)
 
     return app
 
+
+# Documented on every operation (schemathesis checks responses against the schema): the
+# edge's own errors are {"detail": message}, FastAPI's validation errors a list.
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "a body that cannot be parsed"},
+    404: {"model": ErrorBody, "description": "unknown avatar, voice or session"},
+    422: {"model": ErrorBody, "description": "bad input"},
+    503: {"model": ErrorBody, "description": "a downstream service is down or busy"},
+}
 
 _DEBUG_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"description": "a token is configured (or the edge is not on loopback) and the "
@@ -401,6 +420,7 @@ _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "The stream; header X-Session-Id names its session",
           "content": {mjpeg.MEDIA_TYPE: {}, stream_format.MEDIA_TYPE: {}}},
     404: {"description": "unknown avatar, voice or session"},
+    408: {"description": "upload body not received within services.upload_timeout_s"},
     413: {"description": "upload too large or too long"},
     415: {"description": "upload is not audio"},
     422: {"description": "bad input (empty or over-long text, undecodable audio)"},

@@ -31,8 +31,11 @@ from synctalk.rpc.server import SESSION_METADATA_KEY
 FRAME_BYTES = SAMPLES_PER_FRAME * 2
 FEATURE_MODE_METADATA_KEY = "x-feature-mode"
 CHUNK_SAMPLES = SAMPLE_RATE // 2  # uploads go downstream in 0.5 s chunks
-OUT_QUEUE_FRAMES = 32
-TAIL_MARGIN_S = 0.15  # pad live input this long before the player would run out of frames  # frames buffered between the renderer stream and the consumer
+OUT_QUEUE_FRAMES = 32  # frames buffered between the renderer stream and the consumer
+# What grpc.aio reports, as an INTERNAL status, for a stream that broke under a write.
+LOCAL_FAILURE_DETAILS = "Internal error from Core"
+REAL_STATUS_WAIT_S = 0.3  # how long to wait for the real status to replace it
+TAIL_MARGIN_S = 0.15  # pad live input this long before the player would run out of frames
 
 log = get_logger("services.edge.orchestrator")
 
@@ -272,7 +275,7 @@ class Utterance:
             async with self._feature_lock:
                 await self._done_writing(FEATURES)
         except grpc.aio.AioRpcError as err:
-            self._fail(from_rpc(TTS, err))
+            self._fail(await self._rpc_error(TTS, err))
         except EdgeError as err:
             self._fail(err)
 
@@ -287,7 +290,7 @@ class Utterance:
                 await self._write(RENDERER, renderer_pb2.RenderRequest(frame=frame))
             await self._done_writing(RENDERER)
         except grpc.aio.AioRpcError as err:
-            self._fail(from_rpc(FEATURES, err))
+            self._fail(await self._rpc_error(FEATURES, err))
         except EdgeError as err:
             self._fail(err)
 
@@ -326,7 +329,7 @@ class Utterance:
             self._finished = True
             await self._out.put(_END)
         except grpc.aio.AioRpcError as err:
-            self._fail(from_rpc(RENDERER, err))
+            self._fail(await self._rpc_error(RENDERER, err))
         except EdgeError as err:
             self._fail(err)
 
@@ -416,7 +419,7 @@ class Utterance:
         try:
             await call.write(message)
         except grpc.aio.AioRpcError as err:
-            raise from_rpc(service, err) from None
+            raise await self._rpc_error(service, err) from None
         except asyncio.InvalidStateError:
             raise await self._status_error(service) from None
 
@@ -425,7 +428,7 @@ class Utterance:
         try:
             await call.done_writing()
         except grpc.aio.AioRpcError as err:
-            raise from_rpc(service, err) from None
+            raise await self._rpc_error(service, err) from None
         except asyncio.InvalidStateError:
             raise await self._status_error(service) from None
 
@@ -434,9 +437,26 @@ class Utterance:
         if self._failure is not None:
             return self._failure
         call = self._calls[service]
-        code = await call.code()
-        details = await call.details()
-        return from_rpc(service, _Status(code, details))
+        return await self._rpc_error(service, _Status(await call.code(), await call.details()))
+
+    async def _rpc_error(self, service: str, err: grpc.RpcError) -> EdgeError:
+        """The failure of the call to `service`, with its real status.
+
+        When a stream breaks under a pending write (the service died), grpc.aio fails the
+        write, and the read racing it, with INTERNAL "Internal error from Core" in place of
+        the call's status (grpc/grpc#36066); the real one (UNAVAILABLE) replaces it moments
+        later. Reported as is, a crashed renderer would read "renderer service failed
+        (INTERNAL)" with a 502 instead of "renderer service unavailable" with a 503."""
+        if err.code() != grpc.StatusCode.INTERNAL or err.details() != LOCAL_FAILURE_DETAILS:
+            return from_rpc(service, err)
+        call = self._calls[service]
+        deadline = time.monotonic() + REAL_STATUS_WAIT_S
+        while time.monotonic() < deadline:
+            details = await call.details()
+            if details != LOCAL_FAILURE_DETAILS:
+                return from_rpc(service, _Status(await call.code(), details))
+            await asyncio.sleep(0.01)
+        return from_rpc(service, _Status(grpc.StatusCode.UNAVAILABLE, "the stream broke"))
 
 
 class _Status(grpc.RpcError):

@@ -16,7 +16,7 @@ import grpc
 
 from services.tts.sentences import SentenceSplitter
 from services.tts.synthesizer import SynthesisOptions, Synthesizer
-from services.tts.utf8 import StreamingText
+from services.tts.utf8 import StreamingText, speakable
 from services.tts.voices import VoiceCatalog
 from synctalk.config import TTSConfig
 from synctalk.log import get_logger
@@ -56,8 +56,8 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
                 for sentence in self._sentences(request, text, splitter):
                     for chunk in await self._speak(synthesizer, sentence):
                         yield chunk
-            rest = splitter.feed(text.finish()) + splitter.flush()
-            if not text.has_content:
+            rest = splitter.feed(speakable(text.finish())) + splitter.flush()
+            if not rest and synthesizer.sentence_index == 0:  # blank once made speakable
                 raise invalid("text", "no text to speak (the stream ended with no non-blank text)")
             for sentence in rest:
                 for chunk in await self._speak(synthesizer, sentence):
@@ -75,7 +75,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
     ) -> list[str]:
         kind = request.WhichOneof("payload")
         if kind == "text":
-            return splitter.feed(text.feed(request.text))
+            return splitter.feed(speakable(text.feed(request.text)))
         if kind == "flush":
             return splitter.flush() if request.flush else []
         if kind == "config":

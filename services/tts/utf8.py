@@ -3,13 +3,37 @@
 A piece may end in the middle of a multi-byte character; the decoder keeps the partial bytes
 for the next piece. Errors name the byte offset within the whole stream, so a client can find
 the bad byte even when it sent the text one token at a time.
+
+`speakable` then turns control characters (C0/C1, e.g. NUL or terminal escapes) into spaces
+and drops invisible format characters (bidi overrides and isolates, zero-width joiners,
+BOM): the voices cannot say them, and a NUL makes piper and espeak-ng raise. Right-to-left
+script itself is kept and spoken as well as the voice can.
 """
 
 from __future__ import annotations
 
 import codecs
+import re
+import unicodedata
 
 from synctalk.rpc.errors import RpcError, exhausted, invalid
+
+_KEPT_CONTROLS = "\t\n\r"  # whitespace the sentence splitter uses
+
+
+def _unspeakable(char: str) -> str:
+    if char in _KEPT_CONTROLS:
+        return char
+    return " " if unicodedata.category(char) == "Cc" else ""
+
+
+_UNSPEAKABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u00ad\u061c\u200b-\u200f\u202a-\u202e"
+                          r"\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]")
+
+
+def speakable(text: str) -> str:
+    """`text` with control characters as spaces and invisible format characters removed."""
+    return _UNSPEAKABLE.sub(lambda m: _unspeakable(m.group()), text)
 
 
 class StreamingText:

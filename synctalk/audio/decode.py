@@ -39,12 +39,23 @@ def load_audio(
         with av.open(handle, mode="r") as container:
             if not container.streams.audio:
                 raise AudioDecodeError(f"{name}: no audio stream")
-            mono, rate = _decode_mono(container, container.streams.audio[0], max_seconds, name)
-    except (av.FFmpegError, UnicodeDecodeError, EOFError) as exc:
+            stream = container.streams.audio[0]
+            if stream.codec_context is None:  # e.g. a WAV header naming 0 bits per sample
+                raise AudioDecodeError(f"{name}: no decoder for the audio stream")
+            mono, rate = _decode_mono(container, stream, max_seconds, name)
+    except AudioDecodeError:
+        raise
+    except (av.FFmpegError, UnicodeDecodeError, EOFError, ValueError) as exc:
+        # ValueError: PyAV's resampler refuses a frame whose layout or rate changed mid-stream.
         raise AudioDecodeError(f"{name}: cannot decode audio ({exc})") from exc
     if mono.size == 0:
         raise AudioDecodeError(f"{name}: the audio stream holds no samples")
-    return resample(mono, rate, SAMPLE_RATE)
+    out = resample(mono, rate, SAMPLE_RATE)
+    if out.size == 0:  # e.g. one sample at 48 kHz
+        raise AudioDecodeError(f"{name}: the audio is shorter than one sample at 16 kHz")
+    if not np.isfinite(out).all():  # float PCM can spell NaN and infinity
+        raise AudioDecodeError(f"{name}: the audio holds NaN or infinite samples")
+    return out
 
 
 def _decode_mono(
@@ -53,27 +64,29 @@ def _decode_mono(
     max_seconds: float | None,
     name: str,
 ) -> tuple[np.ndarray, int]:
-    rate = stream.rate or stream.codec_context.sample_rate
+    rate = stream.codec_context.sample_rate
     if not rate:
         raise AudioDecodeError(f"{name}: unknown sample rate")
-    to_planar = av.AudioResampler(format="fltp", rate=rate)  # float, layout kept
+    # Packed (interleaved) float, layout kept: one buffer per frame whatever the channel
+    # count. Planar frames of 8 or more channels crash PyAV's to_ndarray (SIGSEGV).
+    to_packed = av.AudioResampler(format="flt", rate=rate)
     limit = None if max_seconds is None else int(max_seconds * rate)
     pieces: list[np.ndarray] = []
     total = 0
     for frame in container.decode(stream):
-        for planar in to_planar.resample(frame):
-            pieces.append(_downmix(planar))
+        for packed in to_packed.resample(frame):
+            pieces.append(_downmix(packed))
             total += pieces[-1].size
         if limit is not None and total > limit:
             raise AudioDecodeError(f"{name}: audio longer than {max_seconds:g} s")
-    pieces.extend(_downmix(planar) for planar in to_planar.resample(None))
+    pieces.extend(_downmix(packed) for packed in to_packed.resample(None))
     mono = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
     if limit is not None and mono.size > limit:
         raise AudioDecodeError(f"{name}: audio longer than {max_seconds:g} s")
     return mono, rate
 
 
-def _downmix(planar: av.AudioFrame) -> np.ndarray:
-    """Planar float frame -> the mean of its channels."""
-    block = planar.to_ndarray().reshape(len(planar.layout.channels), -1)
-    return block.mean(axis=0, dtype=np.float64).astype(np.float32)
+def _downmix(packed: av.AudioFrame) -> np.ndarray:
+    """Packed float frame -> the mean of its channels."""
+    block = packed.to_ndarray().reshape(-1, len(packed.layout.channels))
+    return block.mean(axis=1, dtype=np.float64).astype(np.float32)
