@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import wave
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,30 @@ def free_port() -> int:
 
 def loadavg() -> str:
     return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def print_machine() -> None:
+    print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}; load average at start {loadavg()}", flush=True)
+
+
+@contextlib.contextmanager
+def running_stack(prefix: str, keep_logs: bool) -> Iterator[StackProcs]:
+    """The four services started and healthy; stopped (and their log tails printed when
+    `keep_logs`) on the way out, whatever happened."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        stack = StackProcs(Path(tmp))
+        try:
+            t = time.monotonic()
+            stack.start()
+            stack.wait_healthy()
+            print(f"stack healthy after {time.monotonic() - t:.1f} s at {stack.url}", flush=True)
+            yield stack
+        finally:
+            stack.stop()
+            if keep_logs:
+                for log in Path(tmp).glob("*.log"):
+                    print(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}")
 
 
 class StackProcs:
@@ -286,51 +311,39 @@ async def concurrent(url: str, k: int, wav: bytes, seconds: float) -> list[Sessi
 
 
 async def run(args: argparse.Namespace) -> int:
-    print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}; load average at start {loadavg()}", flush=True)
+    print_machine()
     wav, audio_s = make_wav(args.audio_seconds)
     conc_wav, conc_s = make_wav(args.session_seconds)
     print(f"upload WAV {audio_s:.2f} s, concurrent WAV {conc_s:.2f} s (16 kHz piper joe)",
           flush=True)
-    with tempfile.TemporaryDirectory(prefix="bench_edge_") as tmp:
-        stack = StackProcs(Path(tmp))
-        try:
-            t = time.monotonic()
-            stack.start()
-            stack.wait_healthy()
-            print(f"stack healthy after {time.monotonic() - t:.1f} s at {stack.url}", flush=True)
-            text_ff = await first_frames(stack.url, "text", args.repeats, {
-                "method": "GET", "path": "/generate",
-                "params": {"text": args.text, "avatar": AVATAR, "realtime": "false"}})
-            audio_ff = await first_frames(stack.url, "audio", args.repeats, {
-                "method": "POST", "path": "/generate-from-audio",
-                "params": {"avatar": AVATAR, "realtime": "false"},
-                "files": {"audio_file": ("speech.wav", wav, "audio/wav")}})
-            load_ff = loadavg()
-            async with httpx.AsyncClient(base_url=stack.url, timeout=120) as client:
-                full = await stream(client, "POST", "/generate-from-audio",
-                                    params={"avatar": AVATAR, "realtime": "false"},
-                                    files={"audio_file": ("speech.wav", wav, "audio/wav")},
-                                    first_only=False, timeout_s=audio_s * 10 + 60)
-            unpaced = session_stats(full, round(audio_s * FPS))
-            print(f"  unpaced: {unpaced.frames} frames at {unpaced.fps:.1f} frames/s "
-                  f"{unpaced.error}", flush=True)
-            conc: dict[int, list[SessionStats]] = {}
-            conc_load: dict[int, str] = {}
-            for k in args.sessions:
-                await asyncio.sleep(1.0)
-                conc[k] = await concurrent(stack.url, k, conc_wav, conc_s)
-                conc_load[k] = loadavg()
-                for i, s in enumerate(conc[k]):
-                    print(f"  K={k} session {i}: {s.frames} frames, {s.fps:.2f} frames/s, "
-                          f"{s.late} late (max {s.max_late_ms:.0f} ms, median "
-                          f"{s.median_late_ms:.0f} ms, last {s.end_late_ms:.0f} ms over pts), "
-                          f"kept 25/s: {s.kept} {s.error}", flush=True)
-        finally:
-            stack.stop()
-            if args.keep_logs:
-                for log in Path(tmp).glob("*.log"):
-                    print(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}")
+    with running_stack("bench_edge_", args.keep_logs) as stack:
+        text_ff = await first_frames(stack.url, "text", args.repeats, {
+            "method": "GET", "path": "/generate",
+            "params": {"text": args.text, "avatar": AVATAR, "realtime": "false"}})
+        audio_ff = await first_frames(stack.url, "audio", args.repeats, {
+            "method": "POST", "path": "/generate-from-audio",
+            "params": {"avatar": AVATAR, "realtime": "false"},
+            "files": {"audio_file": ("speech.wav", wav, "audio/wav")}})
+        load_ff = loadavg()
+        async with httpx.AsyncClient(base_url=stack.url, timeout=120) as client:
+            full = await stream(client, "POST", "/generate-from-audio",
+                                params={"avatar": AVATAR, "realtime": "false"},
+                                files={"audio_file": ("speech.wav", wav, "audio/wav")},
+                                first_only=False, timeout_s=audio_s * 10 + 60)
+        unpaced = session_stats(full, round(audio_s * FPS))
+        print(f"  unpaced: {unpaced.frames} frames at {unpaced.fps:.1f} frames/s "
+              f"{unpaced.error}", flush=True)
+        conc: dict[int, list[SessionStats]] = {}
+        conc_load: dict[int, str] = {}
+        for k in args.sessions:
+            await asyncio.sleep(1.0)
+            conc[k] = await concurrent(stack.url, k, conc_wav, conc_s)
+            conc_load[k] = loadavg()
+            for i, s in enumerate(conc[k]):
+                print(f"  K={k} session {i}: {s.frames} frames, {s.fps:.2f} frames/s, "
+                      f"{s.late} late (max {s.max_late_ms:.0f} ms, median "
+                      f"{s.median_late_ms:.0f} ms, last {s.end_late_ms:.0f} ms over pts), "
+                      f"kept 25/s: {s.kept} {s.error}", flush=True)
 
     print(f"\n## Time to first frame (realtime=false, median of {args.repeats} after a "
           f"warm-up; load average after {load_ff})\n")

@@ -26,13 +26,9 @@ import argparse
 import asyncio
 import datetime
 import logging
-import os
-import platform
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import psutil
@@ -45,6 +41,8 @@ from bench.bench_edge import (
     StackProcs,
     loadavg,
     make_wav,
+    print_machine,
+    running_stack,
     session_stats,
     stream,
 )
@@ -169,46 +167,34 @@ async def rss_sampler(stack: StackProcs, every_s: float, peaks: dict[str, int],
 
 
 async def run(args: argparse.Namespace) -> int:
-    print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}; load average at start {loadavg()}", flush=True)
+    print_machine()
     wav, wav_s = make_wav(args.session_seconds)
-    with tempfile.TemporaryDirectory(prefix="bench_soak_") as tmp:
-        stack = StackProcs(Path(tmp))
+    with running_stack("bench_soak_", args.keep_logs) as stack:
+        t = time.monotonic()
+        await warm_up(stack.url, wav, args.warmup_requests)
+        print(f"warm-up: {args.warmup_requests} unpaced requests in "
+              f"{time.monotonic() - t:.0f} s", flush=True)
+        text_s = await text_seconds(stack.url)
+        print(f"text request {text_s:.2f} s of speech, audio request {wav_s:.2f} s",
+              flush=True)
+        start_rss = rss_all(stack)
+        peaks = dict(start_rss)
+        started = time.monotonic()
+        deadline = started + args.minutes * 60
+        logs = [SessionLog() for _ in range(args.sessions)]
+        sampler = asyncio.ensure_future(rss_sampler(stack, args.rss_every, peaks, started))
         try:
-            t = time.monotonic()
-            stack.start()
-            stack.wait_healthy()
-            print(f"stack healthy after {time.monotonic() - t:.1f} s at {stack.url}", flush=True)
-            t = time.monotonic()
-            await warm_up(stack.url, wav, args.warmup_requests)
-            print(f"warm-up: {args.warmup_requests} unpaced requests in "
-                  f"{time.monotonic() - t:.0f} s", flush=True)
-            text_s = await text_seconds(stack.url)
-            print(f"text request {text_s:.2f} s of speech, audio request {wav_s:.2f} s",
-                  flush=True)
-            start_rss = rss_all(stack)
-            peaks = dict(start_rss)
-            started = time.monotonic()
-            deadline = started + args.minutes * 60
-            logs = [SessionLog() for _ in range(args.sessions)]
-            sampler = asyncio.ensure_future(rss_sampler(stack, args.rss_every, peaks, started))
-            try:
-                await asyncio.gather(*[
-                    session_loop(stack.url, i, deadline, wav, wav_s, text_s, logs[i])
-                    for i in range(args.sessions)])
-            finally:
-                sampler.cancel()
-            elapsed = time.monotonic() - started
-            await asyncio.sleep(2.0)  # let the last streams' buffers go
-            end_rss = rss_all(stack)
-            for name, value in end_rss.items():
-                peaks[name] = max(peaks[name], value)
-            dead = [n for n, p in zip(SERVICES, stack.procs, strict=True) if p.poll() is not None]
+            await asyncio.gather(*[
+                session_loop(stack.url, i, deadline, wav, wav_s, text_s, logs[i])
+                for i in range(args.sessions)])
         finally:
-            stack.stop()
-            if args.keep_logs:
-                for log in Path(tmp).glob("*.log"):
-                    print(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}")
+            sampler.cancel()
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(2.0)  # let the last streams' buffers go
+        end_rss = rss_all(stack)
+        for name, value in end_rss.items():
+            peaks[name] = max(peaks[name], value)
+        dead = [n for n, p in zip(SERVICES, stack.procs, strict=True) if p.poll() is not None]
 
     print(f"\n## Soak: {args.sessions} real-time session(s) for {elapsed / 60:.1f} min "
           f"(text {text_s:.1f} s and audio {wav_s:.1f} s requests in turn; late = after "
