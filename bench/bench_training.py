@@ -6,6 +6,9 @@ A U-Net step is what `UNetTrainer.train_step` does (forward, L1 + 10 x sync + SS
 the frozen full-width SyncNet, backward, Adam); a SyncNet step is `SyncNetTrainer.train_step`
 (full width, BCE on a half-positive batch). Inputs are random tensors of the real shapes, so
 the figures exclude data loading (crops run in DataLoader workers during training).
+The `demo` rows are the bundled demo avatar's quarter-width networks; the layout rows time
+the bare U-Net step (L1, backward, Adam) in NCHW and in the channels-last layout the
+trainers use.
 """
 
 from __future__ import annotations
@@ -52,15 +55,15 @@ def placeholder_avatar(n: int) -> AvatarArrays:
     return AvatarArrays(frames, boxes, np.zeros((n, 32, 16, 16), np.float32))
 
 
-def full_width_syncnet(directory: Path) -> Path:
-    model = SyncNet("ave", 1.0)
+def saved_syncnet(directory: Path, width: float = 1.0) -> Path:
+    model = SyncNet("ave", width)
     state = training_state(kind="syncnet", model=model,
                            optimizer=torch.optim.Adam(model.parameters()),
                            scaler=torch.amp.GradScaler("cpu", enabled=False), epoch=1, step=0,
                            feature_mode="ave",
-                           config={"syncnet": {"audio_mode": "ave", "width": 1.0}}, metrics={},
-                           finished=True, world_size=1, rank=0)
-    path = directory / "syncnet.pt"
+                           config={"syncnet": {"audio_mode": "ave", "width": width}},
+                           metrics={}, finished=True, world_size=1, rank=0)
+    path = directory / f"syncnet_{width}.pt"
     atomic_save(state, path)
     return path
 
@@ -68,6 +71,26 @@ def full_width_syncnet(directory: Path) -> Path:
 def step_runner(trainer: EpochTrainer, batch: list[torch.Tensor]) -> Callable[[], object]:
     trainer.model.train()
     return lambda: trainer.train_step(batch)
+
+
+def layout_runner(layout: torch.memory_format, batch: int,
+                  device: torch.device) -> Callable[[], object]:
+    """A bare full-width U-Net step (L1, backward, Adam) with weights and inputs in `layout`."""
+    from synctalk.models.unet import UNet328
+
+    model = UNet328(audio_mode="ave").to(device, memory_format=layout).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    inp = torch.rand(batch, 6, 320, 320, device=device).contiguous(memory_format=layout)
+    target = torch.rand(batch, 3, 320, 320, device=device)
+    audio = torch.randn(batch, 32, 16, 16, device=device)
+
+    def step() -> None:
+        loss = torch.nn.functional.l1_loss(model(inp, audio), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,13 +122,25 @@ def main(argv: list[str] | None = None) -> int:
             step_runner(sync, [face, audio, label]), args.repeats))
         del sync
         unet = UNetTrainer(root, placeholder_avatar(32), "ave", default, ctx,
-                           syncnet_checkpoint=full_width_syncnet(root))
+                           syncnet_checkpoint=saved_syncnet(root))
         inp, target = torch.rand(b, 6, 320, 320), torch.rand(b, 3, 320, 320)
         report("unet step (L1 + sync + SSIM)", median_seconds(
             step_runner(unet, [inp, target, audio]), args.repeats))
         unet.loss.syncnet = None
         report("unet step without sync loss (L1 + SSIM)", median_seconds(
             step_runner(unet, [inp, target, audio]), args.repeats))
+        del unet
+        demo = get_profile("demo")
+        small = UNetTrainer(root, placeholder_avatar(32), "ave", demo, ctx,
+                            syncnet_checkpoint=saved_syncnet(root, demo.syncnet.width))
+        report("demo unet step (width 0.25, + 0.3 sync)", median_seconds(
+            step_runner(small, [inp, target, audio]), args.repeats))
+        del small
+    nchw = median_seconds(layout_runner(torch.contiguous_format, b, ctx.device), args.repeats)
+    report("layout: unet step, NCHW", nchw)
+    nhwc = median_seconds(layout_runner(torch.channels_last, b, ctx.device), args.repeats)
+    report("layout: unet step, channels-last", nhwc)
+    print(f"# channels-last / NCHW step time: {nhwc / nchw:.2f}")
     return 0
 
 

@@ -16,6 +16,7 @@ import av
 import cv2
 import numpy as np
 
+from kernels.reference import MASK_COLS, MASK_ROWS
 from synctalk.audio.decode import load_audio
 from synctalk.avatar.landmarks import HogDetector
 from training.synthetic import ClipRequest, make_clip
@@ -121,6 +122,25 @@ def test_renderer_opens_the_mouth_by_the_requested_amount() -> None:
     heights = [dark_rows(renderer.render(HeadState(o))) for o in (0.0, 0.5, 1.0)]
     assert heights[0] <= 1 and heights[0] < heights[1] < heights[2]
     assert abs(heights[2] - renderer.max_open_px) <= 3
+
+
+def test_the_jaw_leaves_the_crop_windows_visible_border_still() -> None:
+    """The mask leaves a 5 px border of the U-Net's window visible; if the jaw moved it, the
+    border would tell the network the mouth's state and it would stop listening to audio."""
+    from kernels.cpu import crop_mask
+    from synctalk.avatar.boxes import crop_boxes
+    from synctalk.avatar.landmarks import DlibLandmarker
+    from training.synthetic.face import build_rig, load_face_photo
+
+    renderer = TalkingHeadRenderer(build_rig(load_face_photo(), 512))
+    rest, wide = renderer.render(HeadState(0.0)), renderer.render(HeadState(1.0))
+    box = crop_boxes(DlibLandmarker()(rest).landmarks[:1], smooth=False)
+    shut, open_ = (crop_mask([image], box)[0] * 255 for image in (rest, wide))
+    change = np.abs(shut - open_).max(axis=0)
+    border = np.ones(change.shape, bool)
+    border[MASK_ROWS[0]:MASK_ROWS[1], MASK_COLS[0]:MASK_COLS[1]] = False
+    assert change[border].max() <= 2.0
+    assert change[~border].max() > 100  # inside, the mouth opens
 
 
 def test_synth_command_writes_video_audio_and_truth() -> None:

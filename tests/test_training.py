@@ -288,3 +288,74 @@ def test_train_command_rejects_bad_arguments(tmp_path: Path,
     assert main(["train", str(avatar_dir), "--vgg-weights", str(tmp_path / "none.pt")]) == 2
     assert "no such file" in capsys.readouterr().err
     assert not (avatar_dir / "checkpoints").exists()
+
+
+# ---------------------------------------------------------------- --init-from
+
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(
+    tmp_path: Path, unet_run: tuple[Path, list[dict[str, float]]]
+) -> None:
+    from training.unet_train import warm_start
+
+    reference_dir, reference_history = unet_run
+    trained = unet_path(reference_dir, "ave")
+    data = synthetic_avatar(24)
+    syncnet = save_untrained_syncnet(tmp_path)
+    trainer = UNetTrainer(tmp_path, data, "ave", tiny(epochs=1, batch_size=2), CPU,
+                          syncnet_checkpoint=syncnet)
+    warm_start(trainer, trained)
+    for key, tensor in load_checkpoint(trained)["model"].items():
+        assert torch.equal(trainer.raw_model.state_dict()[key], tensor), key
+    assert not trainer.optimizer.state_dict()["state"]  # a fresh optimiser
+
+    warm = train_unet(tmp_path, data, "ave", tiny(epochs=1, batch_size=2, lr=2e-4), CPU,
+                      syncnet_checkpoint=syncnet, init_from=trained)
+    saved = load_checkpoint(unet_epoch_path(tmp_path, "ave", 1))
+    assert saved["epoch"] == 1 and saved["step"] == 1  # counted from 0, not from the source
+    assert saved["optimizer"]["param_groups"][0]["lr"] == 2e-4
+    # the first step starts where the source run ended, not where a new one begins
+    assert warm.history[0]["l1"] < reference_history[0]["l1"]
+
+
+def test_init_from_refuses_weights_that_do_not_fit(
+    tmp_path: Path, unet_run: tuple[Path, list[dict[str, float]]]
+) -> None:
+    reference_dir, _ = unet_run
+    trained = unet_path(reference_dir, "ave")
+    data = synthetic_avatar(24)
+    syncnet = save_untrained_syncnet(tmp_path)
+    cases = [
+        (syncnet, tiny(epochs=1), False, "not a U-Net checkpoint"),
+        (trained, tiny(epochs=1, width=0.5), False, "U-Net width 1.0"),
+        (trained, tiny(epochs=1), True, "exclude each other"),
+    ]
+    for path, profile, resume, message in cases:
+        with pytest.raises(ValueError, match=message):
+            train_unet(tmp_path, data, "ave", profile, CPU, syncnet_checkpoint=syncnet,
+                       init_from=path, resume=resume)
+    assert not epoch_checkpoints(tmp_path, "ave")
+
+
+def test_train_command_init_from_trains_even_when_a_run_is_finished(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    unet_run: tuple[Path, list[dict[str, float]]],
+) -> None:
+    reference_dir, _ = unet_run
+    avatar_dir = write_avatar_folder(tmp_path / "avatar")
+    save_untrained_syncnet(avatar_dir)
+    base = ["train", str(avatar_dir), "--profile", "tiny", "--epochs", "1", "--device", "cpu"]
+    assert main(base) == 0
+    stable = unet_path(avatar_dir, "ave")
+    before = load_checkpoint(stable)["model"]
+    assert main([*base, "--init-from", str(unet_path(reference_dir, "ave")), "--lr", "1e-4"]) == 0
+    after = load_checkpoint(stable)
+    assert after["epoch"] == 1 and after["config"]["profile"]["unet"]["lr"] == 1e-4
+    assert any(not torch.equal(before[k], after["model"][k]) for k in before)
+    capsys.readouterr()
+    assert main([*base, "--init-from", str(tmp_path / "none.pt")]) == 2
+    assert "--init-from" in capsys.readouterr().err
+    assert main([*base, "--init-from", str(stable), "--resume"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+    assert main([*base, "--lr", "0"]) == 2
+    assert "lr must be in (0, 1)" in capsys.readouterr().err

@@ -33,6 +33,7 @@ class TrainRequest:
     feature_mode: str = "ave"
     resume: bool = False
     vgg_weights: Path | None = None
+    init_from: Path | None = None  # U-Net weights to start from (fresh optimiser)
 
 
 @dataclass(frozen=True)
@@ -132,11 +133,11 @@ def run_pipeline(request: TrainRequest, settings: Settings, ctx: DistContext, *,
         train_syncnet(avatar_dir, data, mode, profile, ctx, resume=request.resume, crop=crop)
     barrier(ctx)
 
-    if unet_finished(avatar_dir, mode, profile.unet.epochs):
+    if request.init_from is None and unet_finished(avatar_dir, mode, profile.unet.epochs):
         log.info("step_skipped", step="unet", path=str(unet_path(avatar_dir, mode)))
     else:
         train_unet(avatar_dir, data, mode, profile, ctx,
                    syncnet_checkpoint=syncnet_path(avatar_dir, mode), resume=request.resume,
-                   vgg_weights=request.vgg_weights, crop=crop)
+                   vgg_weights=request.vgg_weights, crop=crop, init_from=request.init_from)
     return TrainResult(avatar_dir, syncnet_path(avatar_dir, mode), unet_path(avatar_dir, mode),
                        latest_epoch_checkpoint(avatar_dir, mode))

@@ -98,13 +98,40 @@ def unet_finished(avatar_dir: Path, mode: str, epochs: int) -> bool:
     return path.is_file() and int(load_checkpoint(path).get("epoch", 0)) >= epochs
 
 
+def warm_start(trainer: UNetTrainer, path: Path) -> None:
+    """Start from another U-Net's weights (another avatar's, or an earlier run whose optimiser
+    state is gone): same feature mode and width; a fresh optimiser, epochs counted from 0."""
+    state = load_checkpoint(path)
+    if state.get("kind") != "unet":
+        raise ValueError(f"--init-from {path}: not a U-Net checkpoint (kind {state.get('kind')!r})")
+    if state.get("feature_mode") != trainer.feature_mode:
+        raise ValueError(f"--init-from {path}: trained for {state.get('feature_mode')!r} "
+                         f"features, this run uses {trainer.feature_mode!r}")
+    width = float(state.get("config", {}).get("width", 1.0))
+    if width != trainer.profile.unet.width:
+        raise ValueError(f"--init-from {path}: U-Net width {width}, the "
+                         f"{trainer.profile.name!r} profile trains width "
+                         f"{trainer.profile.unet.width}")
+    trainer.raw_model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                       for k, v in state["model"].items()})
+    log.info("unet_init_from", checkpoint=str(path), trained_epochs=state.get("epoch"),
+             lr=trainer.profile.unet.lr)
+
+
 def train_unet(avatar_dir: Path, data: AvatarArrays, feature_mode: str, profile: Profile,
                ctx: DistContext, *, syncnet_checkpoint: Path | None, resume: bool = False,
-               vgg_weights: Path | None = None, crop: CropFn | None = None) -> UNetTrainer:
-    """Train the avatar's U-Net, continuing from its newest epoch checkpoint with `resume`."""
+               vgg_weights: Path | None = None, crop: CropFn | None = None,
+               init_from: Path | None = None) -> UNetTrainer:
+    """Train the avatar's U-Net, continuing from its newest epoch checkpoint with `resume`,
+    or starting from the weights of `init_from`."""
+    if resume and init_from is not None:
+        raise ValueError("--resume and --init-from exclude each other: resume continues this "
+                         "avatar's run, --init-from starts a new one from other weights")
     trainer = UNetTrainer(avatar_dir, data, feature_mode, profile, ctx,
                           syncnet_checkpoint=syncnet_checkpoint, vgg_weights=vgg_weights,
                           crop=crop)
+    if init_from is not None:
+        warm_start(trainer, init_from)  # before an old run (which may hold it) is removed
     latest = latest_epoch_checkpoint(avatar_dir, feature_mode)
     if resume and latest is not None:
         state = load_checkpoint(latest)

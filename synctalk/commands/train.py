@@ -23,6 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest saved epoch, optimiser state included")
     p.add_argument("--epochs", type=int, default=None, help="U-Net epochs (profile default)")
+    p.add_argument("--lr", type=float, default=None, help="U-Net learning rate (profile default)")
+    p.add_argument("--init-from", type=Path, default=None, metavar="CHECKPOINT",
+                   help="start the U-Net from these weights (same feature mode and width) with "
+                        "a fresh optimiser, e.g. another avatar's unet_ave.pt; not with --resume")
     p.add_argument("--feature-mode", default=None, choices=["ave", "whisper"],
                    help="audio features (default from config: models.feature_mode)")
     p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
@@ -39,12 +43,18 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     try:
-        profile = get_profile(args.profile, epochs=args.epochs)
+        profile = get_profile(args.profile, epochs=args.epochs, lr=args.lr)
     except ValueError as exc:
         print(f"synctalk train: {exc}", file=sys.stderr)
         return 2
     if args.vgg_weights is not None and not args.vgg_weights.is_file():
         print(f"synctalk train: --vgg-weights {args.vgg_weights}: no such file", file=sys.stderr)
+        return 2
+    if args.init_from is not None and not args.init_from.is_file():
+        print(f"synctalk train: --init-from {args.init_from}: no such file", file=sys.stderr)
+        return 2
+    if args.init_from is not None and args.resume:
+        print("synctalk train: --resume and --init-from exclude each other", file=sys.stderr)
         return 2
     if settings.models.threads > 0:
         # On a CPU shared with other processes, fewer OpenMP threads than cores avoids
@@ -56,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     level = settings.log_level if ctx.is_main else "WARNING"
     configure_logging("train", settings.log_format, level)
     request = TrainRequest(args.name, profile, args.feature_mode or settings.models.feature_mode,
-                           args.resume, args.vgg_weights)
+                           args.resume, args.vgg_weights, args.init_from)
     try:
         result = run_pipeline(request, settings, ctx)
     except (FileNotFoundError, ValueError) as exc:

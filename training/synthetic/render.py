@@ -3,8 +3,11 @@
 The jaw drop is a warp of the lower face: every pixel below the line where the lips part
 moves down by `opening x weight`. At the lips the weight is lens-shaped (1 in the middle, 0
 at the corners, so the corners stay joined); a lip's thickness lower it is 1 across the jaw,
-and it fades out sideways across the cheeks and downwards over the neck, so skin stretches
-instead of tearing. The lens that opens between the lips is painted as a dark mouth
+and it fades out sideways within the cheeks and downwards at the chin, so skin stretches
+instead of tearing. The fades are short on purpose: the jaw must not move the edges of the
+U-Net's crop window, which the mask leaves visible (SyncTalk_2D's 5 px border); a jaw that
+moved them told the network the mouth's state through the border (the border predicted the
+opening at r = 0.995), so it learned to read the mouth from there instead of from the audio. The lens that opens between the lips is painted as a dark mouth
 interior. Blinks lower a skin-coloured lid over each eye. A small head motion (translation
 and a fraction of a degree of roll) is applied last, to the whole frame.
 """
@@ -20,6 +23,8 @@ from training.synthetic.face import FaceRig
 
 MAX_OPEN_SHARE = 0.42
 WIDTH_LEVELS = (0.7, 0.85, 1.0)  # widest jaw drop, as a share of the mouth width
+CHEEK_FADE = 0.15  # sideways fade beyond the mouth corners, share of the jaw's half width
+CHIN_FADE = 0.5  # downward fade below the chin, share of the mouth-line-to-chin distance
 INTERIOR_BGR = np.array([38, 28, 72], np.float32)
 LASH_BGR = np.array([40, 35, 45], np.float32)
 
@@ -57,9 +62,9 @@ class TalkingHeadRenderer:
         x, y = self._grid_x, self._grid_y
         line = rig.mouth_line_y
         dx = np.abs(x - rig.mouth_centre_x)
-        # Sideways: the whole jaw moves, the background beyond the cheeks does not.
+        # Sideways: the jaw under the mouth moves, the cheeks' outer parts do not.
         beyond = np.maximum(dx - rig.mouth_width / 2, 0)
-        sideways = np.exp(-((beyond / (0.45 * rig.jaw_half_width)) ** 2))
+        sideways = np.exp(-((beyond / (CHEEK_FADE * rig.jaw_half_width)) ** 2))
         # At the lips the opening is lens-shaped (corners stay joined); a lip's thickness
         # lower down, the jaw moves as one piece.
         profile = np.sqrt(np.clip(1 - (dx / (self.half_inner * width)) ** 2, 0, 1))
@@ -67,9 +72,8 @@ class TalkingHeadRenderer:
         lip = lip * lip * (3 - 2 * lip)
         shape = profile + (1 - profile) * lip
         below = np.clip(y - line + 0.5, 0, 1)
-        # Downwards: the neck below the chin stretches back to rest.
-        neck = rig.chin_y + 0.15 * (rig.chin_y - line)
-        downwards = np.clip(1 - (y - neck) / (0.9 * (rig.chin_y - line)), 0, 1)
+        # Downwards: below the chin the skin stretches back to rest.
+        downwards = np.clip(1 - (y - rig.chin_y) / (CHIN_FADE * (rig.chin_y - line)), 0, 1)
         return (sideways * shape * below * downwards).astype(np.float32)
 
     def _weight(self, width: float) -> np.ndarray:
