@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from pathlib import Path
 
 import cv2
@@ -243,6 +244,39 @@ def test_resume_continues_from_the_saved_epoch_with_its_optimiser_state(
                                    msg=key)
 
 
+def test_average_last_gives_the_renderer_the_mean_of_the_newest_epochs(tmp_path: Path) -> None:
+    syncnet = save_untrained_syncnet(tmp_path)
+    train_unet(tmp_path, synthetic_avatar(24), "ave",
+               tiny(epochs=3, batch_size=2, keep=1, average_last=2), CPU,
+               syncnet_checkpoint=syncnet)
+    # keep=1 is raised to the two epochs the average needs
+    assert [p.name for p in epoch_checkpoints(tmp_path, "ave")] == [
+        "unet_ave_epoch002.pt", "unet_ave_epoch003.pt"]
+    stable = load_checkpoint(unet_path(tmp_path, "ave"))
+    assert stable["averaged_epochs"] == [2, 3] and stable["epoch"] == 3
+    two, three = (load_checkpoint(unet_epoch_path(tmp_path, "ave", e))["model"] for e in (2, 3))
+    moved = 0
+    for key, tensor in stable["model"].items():
+        if tensor.is_floating_point():
+            torch.testing.assert_close(tensor, (two[key] + three[key]) / 2, msg=key)
+            moved += int(not torch.equal(two[key], three[key]))
+        else:
+            assert torch.equal(tensor, three[key]), key
+    assert moved  # the epochs differ, so the mean is neither of them
+
+
+def test_average_models_refuses_different_networks(tmp_path: Path) -> None:
+    from training.checkpoints import average_models
+
+    narrow = save_untrained_syncnet(tmp_path / "a")
+    state = load_checkpoint(narrow)
+    state["model"] = {k: torch.zeros(1, *v.shape) for k, v in state["model"].items()}
+    wide = tmp_path / "wide.pt"
+    torch.save(state, wide)
+    with pytest.raises(ValueError, match="cannot average"):
+        average_models([narrow, wide])
+
+
 # ---------------------------------------------------------------- synctalk train
 
 
@@ -359,3 +393,15 @@ def test_train_command_init_from_trains_even_when_a_run_is_finished(
     assert "exclude each other" in capsys.readouterr().err
     assert main([*base, "--lr", "0"]) == 2
     assert "lr must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_the_demo_build_script_chains_profiles_that_exist_and_share_a_width() -> None:
+    """Each stage of scripts/build_demo_avatar.sh starts `--init-from` the last, which refuses
+    weights of another width: a renamed or re-sized profile would fail hours into a rebuild."""
+    script = (Path(__file__).parents[1] / "scripts" / "build_demo_avatar.sh").read_text()
+    named = re.findall(r"--profile ([a-z][\w-]*)", script)
+    staged = re.findall(r"^\s*stage ([a-z][\w-]*) ", script, re.MULTILINE)
+    assert named == ["demo"] and staged == ["demo-finetune", "demo-polish"]
+    profiles = [get_profile(name) for name in named + staged]
+    assert {p.unet.width for p in profiles} == {0.25}
+    assert all(p.unet.max_frames == 0 for p in profiles[1:])

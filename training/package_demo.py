@@ -22,7 +22,7 @@ from synctalk.avatar.format import read_meta, write_meta
 from training.checkpoints import checkpoints_dir, load_checkpoint
 
 MODEL_KEYS = ("format", "kind", "model", "feature_mode", "config", "epoch", "step", "metrics",
-              "finished")
+              "finished", "averaged_epochs")
 
 
 def slim_checkpoint(src: Path, dst: Path, half: bool = False) -> None:

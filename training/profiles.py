@@ -40,6 +40,8 @@ class UNetProfile:
     vgg_weight: float = 0.01  # used only with local VGG19 weights (--vgg-weights)
     amp: bool = True  # CUDA only
     keep: int = 5  # per-epoch checkpoints kept (0 = all)
+    # The renderer's checkpoint holds the mean weights of the newest N epochs (1 = the newest).
+    average_last: int = 1
     workers: int = 4
 
 
@@ -80,6 +82,16 @@ PROFILES: dict[str, Profile] = {
         syncnet=SyncNetProfile(width=0.25, batch_size=16, epochs=1, max_frames=1200, workers=1),
         unet=UNetProfile(width=0.25, batch_size=4, lr=5e-4, epochs=6, max_frames=0,
                          sync_weight=0.3, keep=2, workers=1),
+    ),
+    # Its third stage (`--init-from` the second): sync at 0.03. At 0.3 the sync term was three
+    # quarters of the loss and never fell (0.39-0.40 over six epochs, the SyncNet being weak);
+    # with it lowered, L1 sharpens the lips. The renderer gets the mean of the last three
+    # epochs, which single epochs' 0.5 dB swings do not move (bench/RESULTS.md "Demo avatar").
+    "demo-polish": Profile(
+        "demo-polish",
+        syncnet=SyncNetProfile(width=0.25, batch_size=16, epochs=1, max_frames=1200, workers=1),
+        unet=UNetProfile(width=0.25, batch_size=4, lr=2.5e-4, epochs=9, max_frames=0,
+                         sync_weight=0.03, keep=3, average_last=3, workers=1),
     ),
 }
 

@@ -87,7 +87,8 @@ class UNetTrainer(EpochTrainer):
         state = self.state(epoch=epoch, metrics=metrics, finished=finished,
                            feature_mode=self.feature_mode, config=self.config(),
                            syncnet=str(self.syncnet_checkpoint or ""))
-        path = save_unet_epoch(self.avatar_dir, state, self.profile.unet.keep)
+        path = save_unet_epoch(self.avatar_dir, state, self.profile.unet.keep,
+                               self.profile.unet.average_last)
         log.info("unet_checkpoint", path=str(path), stable=str(unet_path(self.avatar_dir,
                                                                           self.feature_mode)))
 
