@@ -121,7 +121,7 @@ def training_state(*, kind: str, model: torch.nn.Module, optimizer: torch.optim.
 def inference_state(state: dict[str, Any]) -> dict[str, Any]:
     """The model-only subset of a training checkpoint (what the renderer needs)."""
     keep = ("format", "kind", "model", "feature_mode", "config", "epoch", "step", "metrics",
-            "syncnet", "averaged_epochs")
+            "finished", "syncnet", "averaged_epochs")
     return {k: state[k] for k in keep if k in state}
 
 

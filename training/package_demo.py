@@ -19,17 +19,13 @@ import numpy as np
 import torch
 
 from synctalk.avatar.format import read_meta, write_meta
-from training.checkpoints import checkpoints_dir, load_checkpoint
-
-MODEL_KEYS = ("format", "kind", "model", "feature_mode", "config", "epoch", "step", "metrics",
-              "finished", "averaged_epochs")
+from training.checkpoints import checkpoints_dir, inference_state, load_checkpoint
 
 
 def slim_checkpoint(src: Path, dst: Path, half: bool = False) -> None:
     """The checkpoint without optimiser and scaler state, loadable with weights_only=True;
     `half` stores float weights as fp16 (the SyncNet only scores, at half the size)."""
-    state = load_checkpoint(src)
-    slim = {k: state[k] for k in MODEL_KEYS if k in state}
+    slim = inference_state(load_checkpoint(src))
     if half:
         slim["model"] = {k: v.half() if v.is_floating_point() else v
                          for k, v in slim["model"].items()}

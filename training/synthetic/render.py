@@ -7,9 +7,10 @@ and it fades out sideways within the cheeks and downwards at the chin, so skin s
 instead of tearing. The fades are short on purpose: the jaw must not move the edges of the
 U-Net's crop window, which the mask leaves visible (SyncTalk_2D's 5 px border); a jaw that
 moved them told the network the mouth's state through the border (the border predicted the
-opening at r = 0.995), so it learned to read the mouth from there instead of from the audio. The lens that opens between the lips is painted as a dark mouth
-interior. Blinks lower a skin-coloured lid over each eye. A small head motion (translation
-and a fraction of a degree of roll) is applied last, to the whole frame.
+opening at r = 0.995), so it learned to read the mouth from there instead of from the
+audio. The lens that opens between the lips is painted as a dark mouth interior. Blinks
+lower a skin-coloured lid over each eye. A small head motion (translation and a fraction of
+a degree of roll) is applied last, to the whole frame.
 """
 
 from __future__ import annotations
