@@ -46,7 +46,8 @@ import soundfile as sf
 from kernels import select_backend
 from synctalk.avatar import load_avatar
 from synctalk.config import load_settings
-from synctalk.models.runtime import Calibration, build_unet_runner
+from synctalk.models.int8 import Calibration
+from synctalk.models.runner_factory import build_unet_runner
 from synctalk.render.encode import DEFAULT_JPEG_QUALITY, encode_jpeg
 from synctalk.render.pipeline import FrameCache, FrameJob, FramePipeline, RenderModel
 from tests.avatar_fixtures import make_1080p_avatar, speech_with_pauses

@@ -37,17 +37,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from synctalk.models.onnx_export import unet_onnx_bytes
-from synctalk.models.runtime import (
+from synctalk.models.int8 import (
     INT8_MAX_MEAN_ABS_DIFF,
     INT8_RECIPES,
     Calibration,
-    OrtUNetRunner,
-    TorchUNetRunner,
     avatar_calibration,
     int8_quality,
     quantize_int8,
 )
+from synctalk.models.onnx_export import unet_onnx_bytes
+from synctalk.models.runners import OrtUNetRunner, TorchUNetRunner
 from synctalk.models.unet import UNet328, count_parameters, load_unet
 
 FRAMES = 48

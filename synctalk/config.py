@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -29,6 +29,11 @@ class ModelsConfig(BaseModel):
     # Inference backend for the U-Net: ONNX Runtime is the CPU default (faster than eager torch).
     backend: Literal["auto", "torch", "onnxruntime"] = "auto"
     fp16: bool = True  # on CUDA only
+    # The torch U-Net on CUDA: bf16 instead of fp16, and torch.compile for the batcher's
+    # batch sizes within a bounded warm-up (eager when compilation fails or runs out of time).
+    bf16: bool = False
+    unet_compile: bool = True
+    unet_compile_budget_s: float = 300.0
     feature_mode: Literal["ave", "whisper"] = "ave"
     # SyncTalk_2D's audio_visual_encoder.pth, or one trained by this project; empty = bundled default.
     ave_checkpoint: str = ""
@@ -76,6 +81,34 @@ class DebugConfig(BaseModel):
     token: str = ""
 
 
+class TransportConfig(BaseModel):
+    """gRPC keepalive and connection age: the one source of truth for servers and clients.
+
+    Clients ping every `keepalive_time_s` (even on an idle connection); servers permit pings
+    down to `min_ping_interval_s`, which must not exceed the client interval, otherwise a
+    server answers GOAWAY `too_many_pings` and a silent stream dies. A server ends each
+    connection after `max_connection_age_s` (clients then reconnect and re-resolve DNS, so
+    new replicas get traffic); calls already open on it may run `max_connection_age_grace_s`
+    longer, as long as `services.max_call_s`, so the age never cuts a live stream short."""
+
+    keepalive_time_s: float = Field(default=30.0, gt=0)
+    keepalive_timeout_s: float = Field(default=20.0, gt=0)
+    min_ping_interval_s: float = Field(default=10.0, gt=0)
+    max_ping_strikes: int = Field(default=2, ge=0)
+    max_connection_age_s: float = Field(default=300.0, gt=0)
+    max_connection_age_grace_s: float = Field(default=3600.0, ge=0)
+
+    @model_validator(mode="after")
+    def _clients_within_server_policy(self) -> TransportConfig:
+        if self.min_ping_interval_s > self.keepalive_time_s:
+            raise ValueError(
+                f"transport.min_ping_interval_s ({self.min_ping_interval_s}) must not exceed "
+                f"transport.keepalive_time_s ({self.keepalive_time_s}): servers would answer "
+                "GOAWAY too_many_pings"
+            )
+        return self
+
+
 class ServicesConfig(BaseModel):
     """Addresses, ports and limits of the four services."""
 
@@ -89,7 +122,13 @@ class ServicesConfig(BaseModel):
     tts_target: str = "127.0.0.1:50061"
     audio_features_target: str = "127.0.0.1:50062"
     renderer_target: str = "127.0.0.1:50063"
-    metrics_port: int = 0  # 0 = no metrics listener
+    # Prometheus /metrics listener of the tts, audio_features and renderer processes (the
+    # edge serves /metrics on its HTTP port): a service's own port if set, else
+    # `metrics_port` (one port per container); 0 = no listener.
+    metrics_port: int = 0
+    tts_metrics_port: int = 0
+    audio_features_metrics_port: int = 0
+    renderer_metrics_port: int = 0
     max_message_bytes: int = 8 * 1024 * 1024
     max_concurrent_streams: int = 64
     drain_grace_s: float = 10.0
@@ -100,17 +139,59 @@ class ServicesConfig(BaseModel):
     render_model_cache: int = 4  # loaded (avatar, mode) U-Nets per renderer
     render_inflight_per_batch: int = 2  # a stream's queued frames, in batches (backpressure)
     render_batch_wait_ms: float = 5.0
+    # The device-resident renderer (docs/renderer.md): "auto" = on when the renderer runs on
+    # CUDA, "on" = also on the CPU device (tests, bench), "off" = the host path everywhere.
+    render_resident: Literal["auto", "on", "off"] = "auto"
+    render_gpu_batch_size: int = 64  # batch size of the resident path on CUDA
+    render_gpu_batch_wait_ms: float = 10.0
+    render_device_frames_mb: int = 16384  # resident avatar frames per GPU renderer (LRU)
+    # A batch running longer than this ends its streams with UNAVAILABLE and turns the
+    # renderer's health NOT_SERVING until a batch completes again (0 = no deadline).
+    render_batch_deadline_s: float = 30.0
     jpeg_quality: int = 85
     max_sessions: int = 16
     default_avatar: str = "demo"
     max_upload_bytes: int = 50 * 1024 * 1024
     max_upload_seconds: float = 600.0
+    # Uploads decoded at once (each within its budget, see services/edge/uploads.py); more
+    # wait their turn, already admitted.
+    max_concurrent_decodes: int = 2
     # An upload's body must arrive within this time (else 408): a trickling client cannot
     # hold a connection open indefinitely. 50 MB at 4 Mbit/s takes 100 s.
     upload_timeout_s: float = 120.0
     # Origins allowed to call the HTTP API from another site's page (CORS); empty = none,
     # the edge's own page is same-origin and needs no entry.
     cors_origins: list[str] = Field(default_factory=list)
+    # Live sessions (gRPC Animate and the browser's live audio): the longest wait between two
+    # client messages (a push-to-talk pause) and the longest a call may last; either ends the
+    # call with DEADLINE_EXCEEDED naming the limit.
+    idle_timeout_s: float = Field(default=300.0, gt=0)
+    max_call_s: float = Field(default=3600.0, gt=0)
+    # The browser's live audio (WebSocket /live): a frame that comes back from the renderer
+    # later than the feature look-ahead plus this is dropped, and input is shed (never
+    # rendered) while more than half of it waits beyond the look-ahead, so delay stays bounded.
+    live_max_lag_s: float = Field(default=0.3, gt=0)
+    # Stalls: a stage (tts, audio_features, renderer) that has work but has answered nothing
+    # for `stall_probe_s` gets its health checked; if two checks in a row fail (a stopped or
+    # wedged process), its sessions end UNAVAILABLE naming it. A stage that is alive but answers
+    # nothing for `stage_timeout_s` (`first_frame_timeout_s` before its first answer, which
+    # may include a cold model load) ends them DEADLINE_EXCEEDED naming it.
+    stall_probe_s: float = Field(default=1.0, gt=0)
+    stage_timeout_s: float = Field(default=30.0, gt=0)
+    first_frame_timeout_s: float = Field(default=60.0, gt=0)
+    # Exposure (services/edge/access.py): off loopback, generation endpoints and Animate need
+    # this token (`Authorization: Bearer` or `x-api-token` metadata) and refuse all calls when
+    # it is empty; on loopback the `Host` header must name one of `allowed_hosts` (any port).
+    api_token: str = ""
+    # Whether the edge counts as reachable from the network: "auto" = by its listen address;
+    # "loopback" for a container that listens on 0.0.0.0 but is published on the host's
+    # 127.0.0.1 only (compose.yaml's default); "network" to demand the token anyway.
+    exposure: Literal["auto", "loopback", "network"] = "auto"
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"])
+    # Per-client token bucket over generation requests and Animate calls; 0 = no limit.
+    rate_limit_per_s: float = Field(default=10.0, ge=0)
+    rate_limit_burst: int = Field(default=60, ge=1)
+    transport: TransportConfig = Field(default_factory=TransportConfig)
 
 
 class Settings(BaseSettings):

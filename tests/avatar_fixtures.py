@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from synctalk.avatar import AvatarMeta, write_meta
+from synctalk.avatar.layout import unet_path
 from synctalk.models.unet import UNet328
-from training.checkpoints import FORMAT, atomic_save, unet_path
+from training.checkpoints import FORMAT, atomic_save
 
 
 def textured_frames(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:

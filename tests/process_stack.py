@@ -62,9 +62,10 @@ class ServiceProcess:
     """One service process that can be started, killed, stopped and started again on its port."""
 
     def __init__(self, label: str, service: str, port: int, env: dict[str, str],
-                 log_dir: Path) -> None:
+                 log_dir: Path, host: str = "127.0.0.1") -> None:
         self.label = label
         self.service = service
+        self.host = host  # any of 127.0.0.0/8: replicas on one port behind one DNS name
         self.port = port
         self.env = env
         self.log_path = log_dir / f"{label}.log"
@@ -72,7 +73,7 @@ class ServiceProcess:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -89,7 +90,7 @@ class ServiceProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "synctalk", "serve", self.service,
-                 "--host", "127.0.0.1", "--port", str(self.port)],
+                 "--host", self.host, "--port", str(self.port)],
                 cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=log,
             )
@@ -210,14 +211,21 @@ class ProcessStack:
                 *self.edges]
 
     def add_edge(self, renderers: Iterable[ServiceProcess] | None = None,
-                 label: str | None = None) -> EdgeProcess:
-        """An edge (not started yet) on the backends, with the given renderer replicas."""
+                 label: str | None = None, targets: dict[str, str] | None = None,
+                 **settings: str) -> EdgeProcess:
+        """An edge (not started yet) on the backends, with the given renderer replicas;
+        `targets` replaces a backend's address (e.g. by a proxy's), `settings` are this
+        edge's own `SYNCTALK_*` overrides."""
         replicas = list(renderers) if renderers is not None else [self.renderers[0]]
+        targets = targets or {}
         env = {
             **self.env,
-            "SYNCTALK_SERVICES__TTS_TARGET": self.backends["tts"].address,
-            "SYNCTALK_SERVICES__AUDIO_FEATURES_TARGET": self.backends["audio_features"].address,
-            "SYNCTALK_SERVICES__RENDERER_TARGET": "ipv4:" + ",".join(r.address for r in replicas),
+            "SYNCTALK_SERVICES__TTS_TARGET": targets.get("tts", self.backends["tts"].address),
+            "SYNCTALK_SERVICES__AUDIO_FEATURES_TARGET": targets.get(
+                "audio_features", self.backends["audio_features"].address),
+            "SYNCTALK_SERVICES__RENDERER_TARGET": targets.get(
+                "renderer", "ipv4:" + ",".join(r.address for r in replicas)),
+            **{f"SYNCTALK_{key.upper()}": value for key, value in settings.items()},
         }
         edge = EdgeProcess(label or f"edge{len(self.edges)}", free_port(), free_port(), env,
                            self.root)

@@ -181,6 +181,16 @@ def silent_flac(hours: float, rate: int = 1000) -> bytes:
     return out.getvalue()
 
 
+def list_chunk_bomb() -> bytes:
+    """A 32 KB WAV whose LIST/INFO tag claims 1 GB: FFmpeg used to allocate (and zero) it."""
+    pcm = tone_pcm(1.0)[:30_000]
+    body = (b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
+            + b"LIST" + struct.pack("<I", 0xFFFFFFF0) + b"INFO"
+            + b"INAM" + struct.pack("<I", 1_000_000_000) + b"x" * 100
+            + b"data" + struct.pack("<I", len(pcm)) + pcm)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
 PCM_1S = tone_pcm(1.0)
 WAV_1S = wav_bytes(PCM_1S)
 
@@ -213,6 +223,9 @@ UPLOADS: dict[str, tuple[bytes, int, str | int]] = {
                                "PCM_16"), 200, 25),
     "MP4 with video posing as WAV": (mp4(1.0, audio=True), 200, 26),
     "MP4 without audio posing as WAV": (mp4(1.0, audio=False), 422, "no audio stream"),
+    "LIST chunk claiming 1 GB (allocation bomb)": (list_chunk_bomb(), 422, "cannot decode"),
+    "10 s of FLAC at 655 kHz (decode budget)": (sf_bytes(np.zeros(6_553_500), 655_350, "FLAC",
+                                                         "PCM_16"), 413, "decode budget"),
 }
 
 
@@ -305,7 +318,7 @@ def test_chunked_oversize_multipart_is_cut_off_at_the_limit(edge: Edge, clean: N
     offered = 40_000_000
     sent = 0
     with socket.create_connection(_address(edge), timeout=10) as sock:
-        sock.sendall(b"POST /generate-from-audio HTTP/1.1\r\nHost: edge\r\n"
+        sock.sendall(b"POST /generate-from-audio HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                      b"Transfer-Encoding: chunked\r\n"
                      b"Content-Type: multipart/form-data; boundary=" + boundary.encode()
                      + b"\r\n\r\n")
@@ -352,7 +365,7 @@ def test_slow_loris_upload_gets_408_and_others_are_served(edge: Edge, clean: Non
     watcher.start()
     try:
         with socket.create_connection(_address(edge), timeout=10) as sock:
-            sock.sendall(b"POST /generate-from-audio HTTP/1.1\r\nHost: edge\r\n"
+            sock.sendall(b"POST /generate-from-audio HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                          b"Content-Type: multipart/form-data; boundary=" + boundary.encode()
                          + b"\r\nContent-Length: %d\r\n\r\n" % declared + head + fast_part)
             started = time.monotonic()
@@ -395,7 +408,7 @@ def test_long_text_in_the_query_is_refused(edge: Edge, clean: None, length: int,
     HTTP parser before the app (uvicorn: "Invalid HTTP request received", 400)."""
     with socket.create_connection(_address(edge), timeout=10) as sock:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            sock.sendall(b"GET /generate?text=" + b"a" * length + b" HTTP/1.1\r\nHost: edge\r\n\r\n")
+            sock.sendall(b"GET /generate?text=" + b"a" * length + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         reply = _read_reply(sock, b"", time.monotonic() + 10)
     assert _status_of(reply) == status, reply[:300]
     assert b"Traceback" not in reply

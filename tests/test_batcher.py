@@ -80,3 +80,38 @@ def test_cancelled_items_are_not_computed() -> None:
 
     asyncio.run(main())
     assert seen == [1, 3]
+
+
+def test_a_batch_past_its_deadline_fails_its_items_and_reports_health() -> None:
+    health: list[bool] = []
+    sizes: list[tuple[int, int]] = []
+    release = threading.Event()
+
+    def run(items):
+        if items[0] == "stuck":
+            release.wait(5)
+        return [f"{item}!" for item in items]
+
+    async def on_health(ok: bool) -> None:
+        health.append(ok)
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch=4, max_wait_ms=1, deadline_s=0.1,
+                               stall_error=lambda n, s: RuntimeError(f"stalled {n} {s}"),
+                               on_health=on_health,
+                               on_batch=lambda n, waits: sizes.append((n, len(waits))))
+        stuck = [batcher.submit("stuck"), batcher.submit("also")]
+        for fut in stuck:
+            with pytest.raises(RuntimeError, match="stalled 2 0.1"):
+                await fut
+        assert health == [False] and not batcher.healthy
+        later = batcher.submit("later")  # waits for the stuck call, then runs
+        await asyncio.sleep(0.05)
+        assert not later.done()
+        release.set()
+        assert await later == "later!"
+        assert health == [False, True] and batcher.stalls == 1
+        await batcher.close()
+
+    asyncio.run(main())
+    assert sizes == [(2, 2), (1, 1)]

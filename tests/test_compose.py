@@ -68,3 +68,18 @@ def test_health_probe_reports_serving_and_unreachable() -> None:
     assert serving.returncode == 0 and serving.stdout.strip() == "SERVING"
     gone = probe(address)
     assert gone.returncode == 1 and gone.stdout.strip() == "NOT SERVING"
+
+
+def test_inner_services_are_published_only_by_the_debug_profile() -> None:
+    raw = yaml.safe_load(COMPOSE.read_text())["services"]
+    for name in ("tts", "audio_features", "renderer", "renderer-gpu"):
+        assert "ports" not in raw[name], f"{name} must not be published"
+    debug = raw["debug-ports"]
+    assert debug["profiles"] == ["debug"]
+    assert all(str(p).startswith("127.0.0.1:") for p in debug["ports"])
+    published = {str(p).split(":")[1] for p in debug["ports"]}
+    assert {"50061", "50062", "50063"} <= published
+    script = debug["command"][0]
+    for target in ("tts:50061", "audio_features:50062", "renderer:50063"):
+        assert f"TCP:{target}" in script
+    assert raw["tts"]["environment"]["SYNCTALK_SERVICES__METRICS_PORT"] == "9464"

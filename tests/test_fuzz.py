@@ -1,5 +1,8 @@
-"""Property-based fuzzing (issue 8 §3) of the code that takes untrusted input: the audio
-decoder, the streaming mel/feature windowing, and the gRPC message validators.
+"""Property-based fuzzing (issue 8 §3, issue 20) of the code that takes untrusted input: the
+audio decoder (WAV headers that lie about sizes, rates and channels included), the streaming
+mel/feature windowing, the gRPC message validators, and the edge's HTTP API (JSON bodies with
+non-finite numbers and any code point, malformed query values, lying uploads: never a 500,
+and after each one no session held and the next request served).
 
 Each property either holds or the input is refused with the documented error, never
 another exception and never a hang. Examples are few and deadlines generous so the whole
@@ -9,7 +12,9 @@ module stays well under a minute on a shared 2-core machine.
 from __future__ import annotations
 
 import io
+import json
 import math
+import struct
 import time
 import wave
 from functools import lru_cache
@@ -327,3 +332,157 @@ def test_streamed_utf8_decodes_or_names_the_byte(pieces: list[bytes], max_chars:
         return
     assert "".join(out) == b"".join(pieces).decode("utf-8")
     assert len("".join(out)) <= max_chars
+
+
+# -- (e) lying audio containers, decoded within the budget ------------------------------------------
+
+
+def lying_wav(rate: int, channels: int, bits: int, data_size: int, riff_size: int,
+              chunks: list[tuple[bytes, int, int]], n: int) -> bytes:
+    """A WAV whose header fields (and extra chunks: id, declared size, bytes present) say
+    whatever they like; `n` bytes of noise follow as data."""
+    block = max(1, channels * bits // 8)
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, (rate * block) & 0xFFFFFFFF,
+                      block & 0xFFFF, bits)
+    extra = b"".join(cid + struct.pack("<I", size) + b"\x01" * present
+                     for cid, size, present in chunks)
+    data = np.random.default_rng(n).integers(0, 256, n, np.uint8).tobytes()
+    return (b"RIFF" + struct.pack("<I", riff_size) + b"WAVEfmt " + struct.pack("<I", 16) + fmt
+            + extra + b"data" + struct.pack("<I", data_size) + data)
+
+
+U32 = st.integers(0, 0xFFFFFFFF)
+LYING_WAVS = st.builds(
+    lying_wav,
+    rate=st.one_of(st.sampled_from([0, 1, 8000, 16000, 48000, 655_350, 4_000_000_000]), U32),
+    channels=st.one_of(st.sampled_from([0, 1, 2, 8, 64, 255, 65535]), st.integers(0, 0xFFFF)),
+    bits=st.sampled_from([0, 8, 16, 24, 32, 64]),
+    data_size=st.one_of(st.sampled_from([0, 100, 0xFFFFFFFF]), U32),
+    riff_size=U32,
+    chunks=st.lists(st.tuples(st.sampled_from([b"LIST", b"fact", b"bext", b"iXML", b"id3 ",
+                                               b"junk"]),
+                              st.one_of(st.sampled_from([0, 1 << 30, 0xFFFFFFF0]), U32),
+                              st.integers(0, 64)), max_size=3),
+    n=st.integers(0, 4000),
+)
+
+
+def peak_rss_bytes() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@FUZZ
+@given(LYING_WAVS)
+def test_lying_wav_headers_cost_no_more_than_the_budget(data: bytes) -> None:
+    """Whatever the header claims (rates to 4 GHz, 65535 channels, chunks of 4 GB), the
+    decode stays within its budget: it answers in time and the process's peak memory does
+    not jump by what the header claimed."""
+    from synctalk.audio.decode import limit_ffmpeg_allocations
+
+    assert limit_ffmpeg_allocations()
+    before = peak_rss_bytes()
+    started = time.monotonic()
+    try:
+        out = load_audio(data, max_seconds=30, max_samples=30 * 192_000)
+    except AudioDecodeError:
+        out = None
+    assert time.monotonic() - started < DECODE_LIMIT_S
+    assert peak_rss_bytes() - before < 200 * 1024 * 1024
+    if out is not None:
+        assert out.dtype == np.float32 and out.size <= 31 * SAMPLE_RATE
+        assert np.isfinite(out).all()
+
+
+# -- (f) the edge's HTTP API: malformed JSON and query values, lying uploads -------------------------
+
+EDGE_FUZZ = settings(FUZZ, max_examples=8)
+ANY_CHAR = st.one_of(st.characters(), st.integers(0xD800, 0xDFFF).map(chr))
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(ANY_CHAR, max_size=12),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["text", "voice", "avatar", "enabled", "fps"])
+                      | st.text(ANY_CHAR, max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_edge(request: pytest.FixtureRequest):  # noqa: ANN201 (tests.test_edge_stack.Edge)
+    from tests.test_edge_stack import shared_stack
+
+    stack = shared_stack(request)
+    return stack, stack.edge(max_sessions=2, max_upload_seconds=5.0, max_stream_seconds=10.0,
+                             debug={"endpoints": True})
+
+
+def after_bad_request(fuzz_edge) -> None:  # noqa: ANN001
+    """Active sessions back to 0 and the next valid request succeeds."""
+    from tests.test_edge_http import frames_of, upload
+    from tests.test_edge_stack import tone_pcm, wav_bytes
+
+    stack, edge = fuzz_edge
+    deadline = time.monotonic() + 5
+    while edge.server.runtime.sessions.active and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert edge.server.runtime.sessions.active == 0
+    with edge.client() as c:
+        reply = upload(c, wav_bytes(tone_pcm(0.12)), format="av")
+        assert reply.status_code == 200 and frames_of(reply.content)[2]["status"] == "complete"
+    assert edge.server.runtime.sessions.active == 0
+
+
+def assert_renders(reply) -> None:  # noqa: ANN001
+    assert reply.status_code < 500, reply.text[:300]
+    if reply.status_code >= 400:
+        assert isinstance(reply.json()["detail"], str | list)
+        assert "Traceback" not in reply.text
+
+
+@EDGE_FUZZ
+@given(body=JSON_VALUES, route=st.sampled_from(["/generate", "/debug/config",
+                                                "/sessions/{sid}/stats"]))
+def test_json_bodies_never_get_a_500(fuzz_edge, body: object, route: str) -> None:  # noqa: ANN001
+    _, edge = fuzz_edge
+    raw = json.dumps(body, allow_nan=True).encode()  # NaN, Infinity; surrogates as \ud800
+    with edge.client() as c:
+        path = route.format(sid=edge.server.runtime.sessions.create("http").id)
+        reply = c.post(path, content=raw, params={"realtime": "false", "format": "av"},
+                       headers={"Content-Type": "application/json"})
+    assert_renders(reply)
+    if reply.status_code == 422 and isinstance(reply.json()["detail"], list):
+        text = json.dumps(reply.json())
+        assert "NaN" not in text or "non-finite" in text
+    after_bad_request(fuzz_edge)
+
+
+@EDGE_FUZZ
+@given(params=st.dictionaries(
+    st.sampled_from(["text", "voice", "avatar", "format", "realtime", "session_id",
+                     "duration"]),
+    st.binary(max_size=40) | st.sampled_from([b"nan", b"inf", b"-1e999", b"\xed\xa0\x80"]),
+    max_size=4))
+def test_query_values_never_get_a_500(fuzz_edge, params: dict[str, bytes]) -> None:  # noqa: ANN001
+    from urllib.parse import quote_from_bytes
+
+    _, edge = fuzz_edge
+    query = "&".join(f"{k}={quote_from_bytes(v)}" for k, v in params.items())
+    with edge.client() as c:
+        for path in ("/generate", "/get-tts-audio", "/avatar"):
+            assert_renders(c.get(f"{path}?{query}"))
+    after_bad_request(fuzz_edge)
+
+
+@EDGE_FUZZ
+@given(LYING_WAVS)
+def test_lying_uploads_leave_the_edge_serving(fuzz_edge, data: bytes) -> None:  # noqa: ANN001
+    from tests.test_edge_http import upload
+
+    _, edge = fuzz_edge
+    with edge.client() as c:
+        reply = upload(c, data, format="av")
+    assert reply.status_code in (200, 413, 422), reply.text[:300]
+    assert_renders(reply)
+    after_bad_request(fuzz_edge)

@@ -14,7 +14,7 @@ import soundfile as sf
 from synctalk.audio.decode import load_audio
 from synctalk.avatar import PrepareError, load_avatar, prepare_avatar
 from synctalk.avatar.landmarks import DlibLandmarker, FaceResult, OnnxLandmarker
-from synctalk.avatar.prepare import STATE_DIR
+from synctalk.avatar.layout import PREPARE_STATE_DIR
 from synctalk.avatar.video import frames_at_25fps, probe
 from synctalk.commands.prepare import prepare
 from synctalk.config import Settings, load_settings
@@ -43,7 +43,7 @@ def test_prepared_avatar_has_every_file_and_finds_the_face(still_avatar: Path) -
     assert meta["format"] == "synctalk.avatar/1" and meta["complete"] is True
     assert (meta["num_frames"], meta["width"], meta["height"], meta["fps"]) == (60, 512, 512, 25)
     assert meta["frames_without_face"] + meta["frames_with_several_faces"] <= 0.01 * 60
-    assert not (still_avatar / STATE_DIR).exists()
+    assert not (still_avatar / PREPARE_STATE_DIR).exists()
     assert sorted(p.name for p in (still_avatar / "frames").iterdir())[-1] == "000059.jpg"
     landmarks = np.load(still_avatar / "landmarks.npy")
     assert landmarks.shape == (60, 68, 2) and landmarks.dtype == np.float32
@@ -128,7 +128,7 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path: Path, settings: Sett
         prepare_avatar(out, settings, synthetic_clip("still"), progress=False,
                        landmarker=Interrupting(stop_after=25))
     assert not (out / "avatar.json").exists()
-    assert (out / STATE_DIR / "frames.json").is_file() and (out / "audio.wav").is_file()
+    assert (out / PREPARE_STATE_DIR / "frames.json").is_file() and (out / "audio.wav").is_file()
     frames_mtime = (out / "frames" / "000000.jpg").stat().st_mtime_ns
     second = Interrupting()
     prepare_avatar(out, settings, progress=False, landmarker=second)  # the source is remembered

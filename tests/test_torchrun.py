@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from synctalk.avatar.layout import syncnet_path, unet_path
 from tests.test_training import write_avatar_folder
-from training.checkpoints import load_checkpoint, syncnet_path, unet_path
+from training.checkpoints import load_checkpoint
 from training.metrics import read_scalars
 from training.profiles import get_profile
 

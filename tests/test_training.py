@@ -17,15 +17,10 @@ import pytest
 import soundfile
 import torch
 
+from synctalk.avatar.layout import epoch_checkpoints, syncnet_path, unet_epoch_path, unet_path
 from synctalk.cli import main
 from synctalk.models.syncnet import SyncNet, sync_bce
-from training.checkpoints import (
-    epoch_checkpoints,
-    load_checkpoint,
-    syncnet_path,
-    unet_epoch_path,
-    unet_path,
-)
+from training.checkpoints import load_checkpoint
 from training.datasets import AvatarArrays, SyncPairs, UNetDataset, split_holdout
 from training.distributed import DistContext
 from training.losses import LossWeights, UNetLoss, VGG19Features, load_vgg19, ssim
@@ -304,6 +299,10 @@ def test_train_command_runs_every_step_then_skips_what_is_done(
     stable = unet_path(avatar_dir, "ave")
     assert str(stable) in out and str(syncnet_path(avatar_dir, "ave")) in out
     syncnet = load_checkpoint(syncnet_path(avatar_dir, "ave"))
+    accuracy = syncnet["metrics"]["heldout_accuracy"]
+    assert f"syncnet held-out accuracy: {accuracy:.3f}" in out
+    assert "unet sync weight: 10 (profile 10;" in out  # tiny's gate is 0: always open
+    assert (avatar_dir / "cache" / "training" / "meta.json").is_file()
     assert syncnet["finished"] and syncnet["epoch"] == get_profile("tiny").syncnet.epochs
     unet = load_checkpoint(stable)
     assert unet["epoch"] == 1 and unet["syncnet"] == str(syncnet_path(avatar_dir, "ave"))
@@ -311,6 +310,7 @@ def test_train_command_runs_every_step_then_skips_what_is_done(
 
     assert main(argv) == 0  # everything done: both trainings are skipped
     assert stable.stat().st_mtime_ns == before
+    assert f"syncnet held-out accuracy: {accuracy:.3f}" in capsys.readouterr().out
     assert load_checkpoint(syncnet_path(avatar_dir, "ave"))["step"] == syncnet["step"]
 
 
@@ -321,6 +321,8 @@ def test_train_command_rejects_bad_arguments(tmp_path: Path,
     assert "epochs must be >= 1" in capsys.readouterr().err
     assert main(["train", str(avatar_dir), "--vgg-weights", str(tmp_path / "none.pt")]) == 2
     assert "no such file" in capsys.readouterr().err
+    assert main(["train", str(avatar_dir), "--sync-gate", "1.5"]) == 2
+    assert "sync gate must be a held-out accuracy in [0, 1]" in capsys.readouterr().err
     assert not (avatar_dir / "checkpoints").exists()
 
 

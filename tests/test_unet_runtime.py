@@ -14,24 +14,21 @@ import torch
 from synctalk.commands import export as export_command
 from synctalk.config import ModelsConfig
 from synctalk.models.audio_encoder import seeded_audio_encoder
+from synctalk.models.int8 import (
+    INT8_MAX_MEAN_ABS_DIFF,
+    Calibration,
+    avatar_calibration,
+    mean_abs_diff_grey,
+)
+from synctalk.models.onnx_cache import cache_path
 from synctalk.models.onnx_export import (
     audio_encoder_onnx_bytes,
     export_unet,
     read_metadata,
     unet_onnx_bytes,
 )
-from synctalk.models.runtime import (
-    INT8_MAX_MEAN_ABS_DIFF,
-    Calibration,
-    OrtUNetRunner,
-    TorchUNetRunner,
-    UNetRunner,
-    avatar_calibration,
-    build_unet_runner,
-    cache_path,
-    mean_abs_diff_grey,
-    ort_session,
-)
+from synctalk.models.runner_factory import build_unet_runner
+from synctalk.models.runners import OrtUNetRunner, TorchUNetRunner, UNetRunner, ort_session
 from synctalk.models.unet import UNet328
 
 CPU_ORT = ModelsConfig(device="cpu", backend="onnxruntime", warmup=False, threads=1)

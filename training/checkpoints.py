@@ -8,53 +8,28 @@ A checkpoint is a dict of tensors and plain Python values only, so it loads with
      steps, "optimizer": ..., "scaler": ..., "finished": bool, "metrics": {...},
      "syncnet": path of the SyncNet used (U-Net only), "world_size": N, "rank": writer rank}
 
-Files under `<avatar>/checkpoints/`: `syncnet_<mode>.pt` (rewritten each epoch),
-`unet_<mode>_epochNNN.pt` (one per epoch, the newest `keep` kept) and `unet_<mode>.pt`, the
-model-only copy of the newest epoch that the renderer loads (or, with the profile's
-`average_last` N > 1, the mean of the newest N epochs' weights). Writes go to a temporary file
-and are renamed into place, so an interrupted run never leaves a torn checkpoint.
+Files under `<avatar>/checkpoints/` (named by `synctalk.avatar.layout`): `syncnet_<mode>.pt`
+(rewritten each epoch), `unet_<mode>_epochNNN.pt` (one per epoch, the newest `keep` kept) and
+`unet_<mode>.pt`, the model-only copy of the newest epoch that the renderer loads (or, with the
+profile's `average_last` N > 1, the mean of the newest N epochs' weights). Writes go to a
+temporary file in the same folder, are fsynced and renamed into place, so an interrupted run or
+a full disk never leaves a torn checkpoint: the previous one stays, and a full disk says so
+(`DiskFullError`).
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from synctalk.avatar.layout import epoch_checkpoints, epoch_of, unet_epoch_path, unet_path
+
 FORMAT = "synctalk.train/1"
-_EPOCH_RE = re.compile(r"_epoch(\d+)\.pt$")
-
-
-def checkpoints_dir(avatar_dir: str | Path) -> Path:
-    return Path(avatar_dir) / "checkpoints"
-
-
-def logs_dir(avatar_dir: str | Path) -> Path:
-    """Scalar logs (JSONL, TensorBoard when installed)."""
-    return Path(avatar_dir) / "logs"
-
-
-def syncnet_path(avatar_dir: str | Path, mode: str) -> Path:
-    return checkpoints_dir(avatar_dir) / f"syncnet_{mode}.pt"
-
-
-def unet_path(avatar_dir: str | Path, mode: str) -> Path:
-    """The stable, model-only U-Net checkpoint the renderer loads."""
-    return checkpoints_dir(avatar_dir) / f"unet_{mode}.pt"
-
-
-def unet_epoch_path(avatar_dir: str | Path, mode: str, epoch: int) -> Path:
-    return checkpoints_dir(avatar_dir) / f"unet_{mode}_epoch{epoch:03d}.pt"
-
-
-def epoch_checkpoints(avatar_dir: str | Path, mode: str) -> list[Path]:
-    """Per-epoch U-Net checkpoints, oldest first."""
-    found = checkpoints_dir(avatar_dir).glob(f"unet_{mode}_epoch*.pt")
-    return sorted((p for p in found if _EPOCH_RE.search(p.name)),
-                  key=lambda p: int(_EPOCH_RE.search(p.name).group(1)))  # type: ignore[union-attr]
 
 
 def latest_epoch_checkpoint(avatar_dir: str | Path, mode: str) -> Path | None:
@@ -71,11 +46,66 @@ def remove_unet_run(avatar_dir: str | Path, mode: str) -> list[Path]:
     return gone
 
 
-def atomic_save(obj: dict[str, Any], path: Path) -> None:
+class DiskFullError(OSError):
+    """A write ran out of space; nothing partial was left and the previous file is intact."""
+
+    def __init__(self, path: Path, what: str, cause: OSError) -> None:
+        where = _mount_point(path.parent)
+        super().__init__(cause.errno, f"disk full: could not write the {what} {path} (the file "
+                                      f"system at {where} has no space left; the previous file, "
+                                      f"if any, is unchanged and no partial file was left)")
+        self.path = path
+
+
+def _mount_point(path: Path) -> Path:
+    path = path.resolve()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def is_disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+def atomic_write_bytes(path: Path, data: bytes | memoryview, what: str = "checkpoint") -> None:
+    """Write `data` to `path` all or nothing: a temporary file in the same folder, fsync, an
+    atomic rename, then an fsync of the folder. On any failure the temporary file is removed
+    and `path` keeps its previous content; a full disk raises `DiskFullError`, which says so."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, memoryview(data))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and is_disk_full(exc):
+            raise DiskFullError(path, what, exc) from exc
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_save(obj: dict[str, Any], path: Path) -> None:
+    """`torch.save` through `atomic_write_bytes`: serialised in memory first, so the only
+    write that can fail is ours (and a failure leaves nothing behind)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -155,7 +185,6 @@ def save_unet_epoch(avatar_dir: str | Path, state: dict[str, Any], keep: int,
     if average > 1:
         recent = epoch_checkpoints(avatar_dir, mode)[-average:]
         stable["model"] = average_models(recent)
-        stable["averaged_epochs"] = [int(_EPOCH_RE.search(p.name).group(1))  # type: ignore[union-attr]
-                                     for p in recent]
+        stable["averaged_epochs"] = [epoch_of(p) for p in recent]
     atomic_save(stable, unet_path(avatar_dir, mode))
     return path

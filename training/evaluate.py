@@ -236,9 +236,9 @@ def evaluate(name: str, held: HeldOut, models: Any, *, truth_path: Path | None =
     from synctalk.audio.levels import frame_levels
     from synctalk.avatar import PingPong, load_avatar
     from synctalk.avatar.landmarks import DlibLandmarker
+    from synctalk.avatar.layout import syncnet_path
     from synctalk.commands.infer import infer, resolve_avatar_dir
     from synctalk.features import get_extractor
-    from training.checkpoints import syncnet_path
 
     avatar_dir = resolve_avatar_dir(name, models.avatars_dir)
     avatar = load_avatar(avatar_dir)

@@ -1,5 +1,10 @@
 """The epoch loop SyncNet and U-Net training share: Adam, AMP on CUDA, DDP, resume, progress.
 
+On CUDA the step runs under bf16 autocast (fp16 with a gradient scaler where bf16 is not
+supported, or when the profile asks), with the fused Adam kernel and, when the profile asks,
+a `torch.compile`d network; on the CPU it is the plain fp32 step. Batches come from the
+training cache (`training.cached_batches`) or, without one, from a DataLoader.
+
 Every step zeroes the gradients before its backward pass (SyncTalk_2D's SyncNet loop never
 did, so its gradients piled up over the whole run). Data order comes from a
 DistributedSampler seeded by (seed, epoch) (one replica in a single process), and the
@@ -21,6 +26,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from synctalk.log import get_logger
+from training.cache import TrainingCache
+from training.cached_batches import DeviceCache, cached_loader
 from training.checkpoints import training_state
 from training.distributed import DistContext, barrier, mean_across, wrap_model
 from training.metrics import ScalarLog
@@ -39,6 +46,15 @@ def make_loader(dataset: Dataset, batch_size: int, ctx: DistContext, *, seed: in
     return loader, sampler
 
 
+def autocast_dtype(name: str, device: torch.device) -> torch.dtype:
+    """bf16 (no gradient scaler needed) where the GPU supports it, else fp16."""
+    if name not in ("bf16", "fp16"):
+        raise ValueError(f"amp_dtype must be bf16 or fp16, got {name!r}")
+    if name == "bf16" and (device.type != "cuda" or torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
 class EpochTrainer(ABC):
     """Owns the model, optimiser, scaler and loop; subclasses define one step and the saving.
 
@@ -51,16 +67,28 @@ class EpochTrainer(ABC):
 
     def __init__(self, *, model: nn.Module, dataset: Any, batch_size: int, lr: float,
                  epochs: int, ctx: DistContext, seed: int, workers: int, amp: bool,
-                 scalars: ScalarLog) -> None:
+                 scalars: ScalarLog, cache: TrainingCache | None = None,
+                 amp_dtype: str = "bf16", compile: bool = False) -> None:
         self.ctx = ctx
+        cuda = ctx.device.type == "cuda"
         self.raw_model = model.to(ctx.device, memory_format=torch.channels_last)
         self.model = wrap_model(self.raw_model, ctx)
-        self.optimizer = torch.optim.Adam(self.raw_model.parameters(), lr=lr)
-        self.use_amp = amp and ctx.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.use_amp)
+        if compile and cuda:
+            self.model = torch.compile(self.model)  # type: ignore[assignment]
+        self.compiled = compile and cuda
+        self.optimizer = torch.optim.Adam(self.raw_model.parameters(), lr=lr, fused=cuda or None)
+        self.use_amp = amp and cuda
+        self.amp_dtype = autocast_dtype(amp_dtype, ctx.device)
+        self.scaler = torch.amp.GradScaler(
+            ctx.device.type, enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.dataset = dataset
-        self.loader, self.sampler = make_loader(dataset, batch_size, ctx, seed=seed,
-                                                workers=workers, shuffle=True)
+        self.source = DeviceCache(cache, ctx.device) if cache is not None else None
+        if self.source is not None:
+            self.loader, self.sampler = cached_loader(dataset, self.source, batch_size, ctx,
+                                                      seed=seed, shuffle=True)
+        else:
+            self.loader, self.sampler = make_loader(dataset, batch_size, ctx, seed=seed,
+                                                    workers=workers, shuffle=True)
         self.epochs = epochs
         self.start_epoch = 0
         self.step = 0
@@ -68,7 +96,15 @@ class EpochTrainer(ABC):
         self.history: list[dict[str, float]] = []  # this rank's per-step losses, for tests
 
     def autocast(self) -> AbstractContextManager[Any]:
-        return torch.autocast(self.ctx.device.type, dtype=torch.float16, enabled=self.use_amp)
+        return torch.autocast(self.ctx.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
+
+    def fixed_loader(self, dataset: Any, batch_size: int, seed: int, workers: int) -> Any:
+        """A fixed-order loader over held-out data, from the cache when training uses it."""
+        if self.source is not None:
+            return cached_loader(dataset, self.source, batch_size, self.ctx, seed=seed,
+                                 shuffle=False)[0]
+        return make_loader(dataset, batch_size, self.ctx, seed=seed, workers=workers,
+                           shuffle=False)[0]
 
     def to_device(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
         return [t.to(self.ctx.device, non_blocking=True,

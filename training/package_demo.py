@@ -18,8 +18,16 @@ import cv2
 import numpy as np
 import torch
 
-from synctalk.avatar.format import read_meta, write_meta
-from training.checkpoints import checkpoints_dir, inference_state, load_checkpoint
+from synctalk.avatar.layout import (
+    BOXES_FILE,
+    FRAMES_DIR,
+    LANDMARKS_FILE,
+    checkpoints_dir,
+    frame_name,
+    read_meta,
+    write_meta,
+)
+from training.checkpoints import inference_state, load_checkpoint
 
 
 def slim_checkpoint(src: Path, dst: Path, half: bool = False) -> None:
@@ -46,14 +54,14 @@ def package(src: Path, dst: Path, frames: int, quality: int = 90) -> Path:
         raise ValueError(f"--frames: expected 2..{meta.num_frames}, got {frames}")
     if dst.exists():
         shutil.rmtree(dst)
-    (dst / "frames").mkdir(parents=True)
+    (dst / FRAMES_DIR).mkdir(parents=True)
     for i in range(frames):
-        image = cv2.imread(str(src / meta.frames / f"{i:06d}.jpg"))
+        image = cv2.imread(str(src / meta.frames / frame_name(i)))
         if image is None:
-            raise FileNotFoundError(f"{src / meta.frames / f'{i:06d}.jpg'} is missing")
-        cv2.imwrite(str(dst / "frames" / f"{i:06d}.jpg"), image,
+            raise FileNotFoundError(f"{src / meta.frames / frame_name(i)} is missing")
+        cv2.imwrite(str(dst / FRAMES_DIR / frame_name(i)), image,
                     [cv2.IMWRITE_JPEG_QUALITY, quality])
-    for name in ("boxes.npy", "landmarks.npy"):
+    for name in (BOXES_FILE, LANDMARKS_FILE):
         np.save(dst / name, np.load(src / name)[:frames])
     if (src / "truth.npz").is_file():
         trim_truth(src / "truth.npz", dst / "truth.npz", frames)
@@ -64,7 +72,8 @@ def package(src: Path, dst: Path, frames: int, quality: int = 90) -> Path:
             slim_checkpoint(path, out_ckpt / path.name, half=path.name.startswith("syncnet"))
     extra = {k: v for k, v in meta.extra.items() if k not in ("source", "audio")}
     extra["trimmed_from"] = meta.num_frames
-    write_meta(dst, dataclasses.replace(meta, num_frames=frames, extra=extra, complete=True))
+    write_meta(dst, dataclasses.replace(meta, num_frames=frames, frames=FRAMES_DIR, extra=extra,
+                                        complete=True))
     return dst
 
 

@@ -8,19 +8,29 @@ ranks wait; both trainings then run on every rank.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from synctalk.avatar.frames import open_frames
+from synctalk.avatar.layout import (
+    AUDIO_FILE,
+    BOXES_FILE,
+    features_path,
+    has_frames_and_boxes,
+    syncnet_path,
+    unet_path,
+)
 from synctalk.config import Settings
 from synctalk.log import get_logger
-from training.checkpoints import latest_epoch_checkpoint, syncnet_path, unet_path
+from training.cache import training_cache
+from training.checkpoints import latest_epoch_checkpoint, load_checkpoint
 from training.datasets import AvatarArrays, CropFn
 from training.distributed import DistContext, barrier
 from training.profiles import Profile
-from training.syncnet_train import syncnet_finished, train_syncnet
+from training.syncnet_train import syncnet_finished, syncnet_heldout_accuracy, train_syncnet
 from training.unet_train import train_unet, unet_finished
 
 log = get_logger("training.pipeline")
@@ -42,6 +52,16 @@ class TrainResult:
     syncnet: Path
     unet: Path
     last_epoch: Path | None
+    syncnet_heldout_accuracy: float | None = None
+    sync_gate: dict[str, Any] | None = None  # the U-Net's SyncGateDecision, as saved
+
+
+def read_summary(syncnet: Path, unet: Path) -> tuple[float | None, dict[str, Any] | None]:
+    """The SyncNet's held-out accuracy and the sync gate's decision, from the checkpoints (so
+    a run whose steps were all skipped reports them too)."""
+    accuracy = syncnet_heldout_accuracy(syncnet) if syncnet.is_file() else None
+    gate = load_checkpoint(unet).get("config", {}).get("sync_gate") if unet.is_file() else None
+    return accuracy, gate
 
 
 def resolve_avatar_dir(name: str, settings: Settings) -> Path:
@@ -52,30 +72,15 @@ def resolve_avatar_dir(name: str, settings: Settings) -> Path:
     return Path(settings.models.avatars_dir) / name
 
 
-def features_path(avatar_dir: Path, mode: str) -> Path:
-    return avatar_dir / f"features_{mode}.npy"
-
-
-def frames_array_path(avatar_dir: Path) -> Path:
-    """Frames stored as one uint8 [N,H,W,3] BGR array (small synthetic and test avatars)."""
-    return avatar_dir / "frames.npy"
-
-
-def is_prepared(avatar_dir: Path) -> bool:
-    """Crop boxes exist, and frames either as an array or behind an avatar.json."""
-    frames = frames_array_path(avatar_dir).is_file() or (avatar_dir / "avatar.json").is_file()
-    return frames and (avatar_dir / "boxes.npy").is_file()
-
-
 def ensure_prepared(avatar_dir: Path, settings: Settings) -> None:
     """Run avatar preparation (frames, landmarks, crop boxes, audio) unless it is done."""
-    if is_prepared(avatar_dir):
+    if has_frames_and_boxes(avatar_dir):
         log.info("step_skipped", step="prepare", avatar=str(avatar_dir))
         return
     try:
         from synctalk.avatar import prepare_avatar
     except ImportError as exc:
-        raise FileNotFoundError(f"{avatar_dir} is not a prepared avatar (no boxes.npy and "
+        raise FileNotFoundError(f"{avatar_dir} is not a prepared avatar (no {BOXES_FILE} and "
                                 f"frames); run `synctalk prepare` first ({exc})") from exc
     log.info("step_started", step="prepare", avatar=str(avatar_dir))
     prepare_avatar(avatar_dir, settings)
@@ -91,7 +96,7 @@ def ensure_features(avatar_dir: Path, mode: str, settings: Settings) -> Path:
     from synctalk.features import get_extractor
 
     log.info("step_started", step="features", mode=mode)
-    features = get_extractor(mode, settings.models).extract(load_audio(avatar_dir / "audio.wav"))
+    features = get_extractor(mode, settings.models).extract(load_audio(avatar_dir / AUDIO_FILE))
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npy")
     np.save(tmp, features.astype(np.float32))
     os.replace(tmp, path)
@@ -102,18 +107,8 @@ def ensure_features(avatar_dir: Path, mode: str, settings: Settings) -> Path:
 def load_training_arrays(avatar_dir: Path, mode: str) -> AvatarArrays:
     """Frames (read lazily), crop boxes and features of a prepared avatar."""
     features = np.load(features_path(avatar_dir, mode), mmap_mode="r")
-    boxes = np.load(avatar_dir / "boxes.npy")
-    return AvatarArrays(open_avatar_frames(avatar_dir), boxes, features)
-
-
-def open_avatar_frames(avatar_dir: Path) -> Sequence[np.ndarray] | np.ndarray:
-    """Frame i as BGR uint8: a `frames.npy` array as is, else the avatar package's reader."""
-    array = frames_array_path(avatar_dir)
-    if array.is_file():
-        return np.load(array, mmap_mode="r")
-    from synctalk.avatar import open_frames
-
-    return open_frames(avatar_dir)
+    boxes = np.load(avatar_dir / BOXES_FILE)
+    return AvatarArrays(open_frames(avatar_dir), boxes, features)
 
 
 def run_pipeline(request: TrainRequest, settings: Settings, ctx: DistContext, *,
@@ -126,18 +121,26 @@ def run_pipeline(request: TrainRequest, settings: Settings, ctx: DistContext, *,
     barrier(ctx)
     data = load_training_arrays(avatar_dir, mode)
     profile = request.profile
+    todo = {"syncnet": not syncnet_finished(avatar_dir, mode),
+            "unet": request.init_from is not None
+            or not unet_finished(avatar_dir, mode, profile.unet.epochs)}
+    if crop is None and any(todo.values()):
+        # One cache for both trainings, of the larger of their frame counts (0 = all).
+        limits = [getattr(profile, k).max_frames for k, run in todo.items() if run]
+        training_cache(avatar_dir, data.limit(0 if 0 in limits else max(limits)), profile, ctx)
 
-    if syncnet_finished(avatar_dir, mode):
+    if not todo["syncnet"]:
         log.info("step_skipped", step="syncnet", path=str(syncnet_path(avatar_dir, mode)))
     else:
         train_syncnet(avatar_dir, data, mode, profile, ctx, resume=request.resume, crop=crop)
     barrier(ctx)
 
-    if request.init_from is None and unet_finished(avatar_dir, mode, profile.unet.epochs):
+    if not todo["unet"]:
         log.info("step_skipped", step="unet", path=str(unet_path(avatar_dir, mode)))
     else:
         train_unet(avatar_dir, data, mode, profile, ctx,
                    syncnet_checkpoint=syncnet_path(avatar_dir, mode), resume=request.resume,
                    vgg_weights=request.vgg_weights, crop=crop, init_from=request.init_from)
-    return TrainResult(avatar_dir, syncnet_path(avatar_dir, mode), unet_path(avatar_dir, mode),
-                       latest_epoch_checkpoint(avatar_dir, mode))
+    syncnet, unet = syncnet_path(avatar_dir, mode), unet_path(avatar_dir, mode)
+    return TrainResult(avatar_dir, syncnet, unet, latest_epoch_checkpoint(avatar_dir, mode),
+                       *read_summary(syncnet, unet))

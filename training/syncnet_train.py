@@ -13,12 +13,14 @@ from typing import Any
 
 import torch
 
+from synctalk.avatar.layout import logs_dir, syncnet_path
 from synctalk.log import get_logger
 from synctalk.models.syncnet import SyncNet, build_syncnet, sync_bce, syncnet_config
-from training.checkpoints import atomic_save, load_checkpoint, logs_dir, syncnet_path
+from training.cache import training_cache
+from training.checkpoints import atomic_save, load_checkpoint
 from training.datasets import AvatarArrays, CropFn, SyncPairs, split_holdout
 from training.distributed import DistContext, sum_across, unwrap
-from training.loop import EpochTrainer, make_loader
+from training.loop import EpochTrainer
 from training.metrics import ScalarLog
 from training.profiles import Profile
 
@@ -44,15 +46,16 @@ class SyncNetTrainer(EpochTrainer):
         self.avatar_dir = Path(avatar_dir)
         self.feature_mode = feature_mode
         self.profile = profile
+        cache = training_cache(avatar_dir, data, profile, ctx, crop)
         torch.manual_seed(profile.seed)  # the same initial weights in every run and on every rank
         super().__init__(model=SyncNet(feature_mode, p.width), dataset=train,
                          batch_size=p.batch_size, lr=p.lr, epochs=p.epochs, ctx=ctx,
                          seed=profile.seed, workers=p.workers, amp=True,
                          scalars=ScalarLog(logs_dir(avatar_dir), f"syncnet_{feature_mode}",
-                                           ctx.is_main))
-        self.heldout_loader = make_loader(self.heldout, p.batch_size, ctx, seed=profile.seed,
-                                          workers=p.workers, shuffle=False)[0] \
-            if self.heldout is not None else None
+                                           ctx.is_main),
+                         cache=cache, amp_dtype=profile.amp_dtype, compile=profile.compile)
+        self.heldout_loader = self.fixed_loader(self.heldout, p.batch_size, profile.seed,
+                                                p.workers) if self.heldout is not None else None
         log.info("syncnet_data", frames=len(data), train_pairs=len(train),
                  heldout_pairs=len(self.heldout) if self.heldout else 0,
                  min_offset=p.min_offset, width=p.width, device=str(ctx.device))
@@ -109,6 +112,12 @@ def train_syncnet(avatar_dir: Path, data: AvatarArrays, feature_mode: str, profi
         log.info("syncnet_resume", checkpoint=str(path), epoch=trainer.start_epoch)
     trainer.fit()
     return trainer
+
+
+def syncnet_heldout_accuracy(path: Path) -> float | None:
+    """The held-out accuracy of a SyncNet checkpoint's last epoch (None when not measured)."""
+    value = load_checkpoint(path).get("metrics", {}).get("heldout_accuracy")
+    return None if value is None else float(value)
 
 
 def load_frozen_syncnet(path: Path, feature_mode: str,

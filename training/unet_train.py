@@ -1,7 +1,8 @@
 """U-Net training: L1 + 10 x sync (frozen SyncNet) + SSIM (+ 0.01 x VGG19 with local weights).
 
-SyncTalk_2D's recipe (Adam 1e-3, batch 8, a random reference frame per sample, constant
-learning rate) with a checkpoint after every epoch, `--resume`, AMP on CUDA and DDP.
+SyncTalk_2D's recipe (Adam, a random reference frame per sample, constant learning rate; the
+profile sets batch and rate) with a checkpoint after every epoch, `--resume`, AMP on CUDA and
+DDP. The sync term's weight passes the sync gate (`training.sync_gate`) first.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from typing import Any
 
 import torch
 
+from synctalk.avatar.layout import logs_dir, unet_path
 from synctalk.log import get_logger
+from training.cache import training_cache
 from training.checkpoints import (
     latest_epoch_checkpoint,
     load_checkpoint,
-    logs_dir,
     remove_unet_run,
     save_unet_epoch,
-    unet_path,
 )
 from training.datasets import AvatarArrays, CropFn, UNetDataset
 from training.distributed import DistContext, barrier
@@ -26,7 +27,8 @@ from training.loop import EpochTrainer
 from training.losses import LossWeights, UNetLoss, load_vgg19
 from training.metrics import ScalarLog
 from training.profiles import Profile
-from training.syncnet_train import load_frozen_syncnet
+from training.sync_gate import decide_sync_weight
+from training.syncnet_train import load_frozen_syncnet, syncnet_heldout_accuracy
 
 log = get_logger("training.unet")
 
@@ -49,17 +51,24 @@ class UNetTrainer(EpochTrainer):
         self.feature_mode = feature_mode
         self.profile = profile
         self.syncnet_checkpoint = syncnet_checkpoint
+        cache = training_cache(avatar_dir, data, profile, ctx, crop)
         torch.manual_seed(profile.seed)  # the same initial weights in every run and on every rank
         super().__init__(model=build_unet(feature_mode, p.width),
                          dataset=UNetDataset(data, profile.seed, crop), batch_size=p.batch_size,
                          lr=p.lr, epochs=p.epochs, ctx=ctx, seed=profile.seed,
                          workers=p.workers, amp=p.amp,
                          scalars=ScalarLog(logs_dir(avatar_dir), f"unet_{feature_mode}",
-                                           ctx.is_main))
+                                           ctx.is_main),
+                         cache=cache, amp_dtype=profile.amp_dtype, compile=profile.compile)
         syncnet = (load_frozen_syncnet(syncnet_checkpoint, feature_mode, ctx.device)
                    if syncnet_checkpoint else None)
+        self.sync_gate = decide_sync_weight(
+            p.sync_weight, p.sync_gate, p.sync_weight_below_gate,
+            syncnet_heldout_accuracy(syncnet_checkpoint) if syncnet_checkpoint else None,
+        ) if syncnet else None
         vgg = load_vgg19(vgg_weights).to(ctx.device) if vgg_weights else None
-        weights = LossWeights(l1=p.l1_weight, sync=p.sync_weight if syncnet else 0.0,
+        weights = LossWeights(l1=p.l1_weight,
+                              sync=self.sync_gate.weight if self.sync_gate else 0.0,
                               ssim=p.ssim_weight, vgg=p.vgg_weight if vgg else 0.0)
         self.loss = UNetLoss(weights, syncnet, vgg)
         log.info("unet_losses", l1=weights.l1, sync=weights.sync, ssim=weights.ssim,
@@ -67,13 +76,17 @@ class UNetTrainer(EpochTrainer):
                  perceptual=f"vgg19 from {vgg_weights}" if vgg else
                  "off (no local VGG19 weights; pass --vgg-weights)",
                  augmentation="none", frames=len(data), device=str(ctx.device),
-                 amp=self.use_amp, world_size=ctx.world_size)
+                 amp=str(self.amp_dtype) if self.use_amp else "off", compiled=self.compiled,
+                 cached_data=cache is not None, batch_size=p.batch_size, lr=p.lr,
+                 sync_gate=self.sync_gate.reason if self.sync_gate else "no SyncNet",
+                 world_size=ctx.world_size)
 
     def config(self) -> dict[str, Any]:
         width = self.profile.unet.width
         return {"profile": self.profile.to_dict(), "width": width,
                 "unet": {"audio_mode": self.feature_mode, "width": width},
-                "losses": vars(self.loss.weights).copy()}
+                "losses": vars(self.loss.weights).copy(),
+                "sync_gate": self.sync_gate.to_dict() if self.sync_gate else None}
 
     def train_step(self, batch: list[torch.Tensor]) -> dict[str, float]:
         inp, target, audio = self.to_device(*batch)

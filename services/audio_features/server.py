@@ -12,6 +12,7 @@ from synctalk.config import Settings
 from synctalk.features import MODES, get_extractor
 from synctalk.features.base import FeatureExtractor
 from synctalk.log import get_logger
+from synctalk.metrics_http import serving_metrics
 from synctalk.rpc.gen.lipsync.v1 import audio_features_pb2, audio_features_pb2_grpc
 from synctalk.rpc.server import GrpcServer, service_server
 
@@ -55,4 +56,5 @@ def build_server(settings: Settings, host: str, port: int) -> GrpcServer:
 
 async def serve(settings: Settings, host: str, port: int) -> None:
     server = build_server(settings, host, port)
-    await server.run_until_signal()
+    with serving_metrics(settings.services, "audio_features", host):
+        await server.run_until_signal()

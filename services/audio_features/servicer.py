@@ -8,12 +8,14 @@ model calls than one sending whole seconds, and nothing is delayed.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import Executor
 
 import grpc
 import numpy as np
 
+from services.audio_features import metrics
 from services.audio_features.chunks import ChunkCursor
 from synctalk.audio.levels import LevelMeter, is_voiced
 from synctalk.features.base import FeatureExtractor, FeatureStream, Frame
@@ -84,12 +86,17 @@ class AudioFeaturesServicer(audio_features_pb2_grpc.AudioFeaturesServicer):
                 if cursor.position >= stream.samples_wanted():
                     batch = np.concatenate(pending)
                     pending.clear()
+                    started = time.perf_counter()
                     frames = await loop.run_in_executor(self.executor, stream.push, batch)
+                    metrics.observe_push(mode, len(batch), time.perf_counter() - started,
+                                         len(frames))
                     for message in self._messages(frames, mode, levels):
                         yield message
             levels.finish()
             rest = np.concatenate(pending) if pending else np.zeros(0, np.float32)
+            started = time.perf_counter()
             frames = await loop.run_in_executor(self.executor, _push_and_finish, stream, rest)
+            metrics.observe_push(mode, len(rest), time.perf_counter() - started, len(frames))
             for message in self._messages(frames, mode, levels):
                 yield message
             log.info("extract.done", mode=mode, samples=cursor.position, chunks=cursor.count)

@@ -7,6 +7,12 @@ three downstream streams are cancelled and the frames not yet sent are dropped).
 indices and pts count on across the utterances of a call. While input pauses, the edge pads
 silence after the look-ahead so the last frames of what was said come out without waiting
 for more input (`UtteranceConfig.tail_flush_s`).
+
+A call is bounded twice: the client must send something at least every
+`services.idle_timeout_s` (a push-to-talk pause fits), and the call ends after
+`services.max_call_s` however busy; both end it DEADLINE_EXCEEDED with a message naming the
+limit, so an abandoned call never holds a session slot. Off loopback a call needs the API
+token, and every call spends the caller's rate-limit token (`services.edge.access`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import grpc
 import numpy as np
 import soxr
 
+from services.edge.access import AccessPolicy
 from services.edge.clients import AvatarMeta
 from services.edge.errors import EdgeError, bad_input
 from services.edge.orchestrator import Frame, Utterance, UtteranceInterrupted
@@ -139,9 +146,32 @@ class _Call:
             self.current.send_end()
 
 
+def idle_timeout(seconds: float) -> EdgeError:
+    return EdgeError(504, grpc.StatusCode.DEADLINE_EXCEEDED,
+                     f"no message for {seconds:g} s: the call was idle too long "
+                     "(services.idle_timeout_s)")
+
+
+def call_too_long(seconds: float) -> EdgeError:
+    return EdgeError(504, grpc.StatusCode.DEADLINE_EXCEEDED,
+                     f"the call reached its maximum lifetime of {seconds:g} s "
+                     "(services.max_call_s)")
+
+
+def peer_host(peer: str) -> str:
+    """The address in a gRPC peer string ("ipv4:127.0.0.1:5000" -> "127.0.0.1")."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]")
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    return rest or peer
+
+
 class AvatarServicer(avatar_pb2_grpc.AvatarServicer):
-    def __init__(self, runtime: EdgeRuntime) -> None:
+    def __init__(self, runtime: EdgeRuntime, access: AccessPolicy | None = None) -> None:
         self.rt = runtime
+        self.access = access
 
     async def Animate(
         self,
@@ -149,12 +179,24 @@ class AvatarServicer(avatar_pb2_grpc.AvatarServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[avatar_pb2.AnimatedFrame]:
         rt = self.rt
+        services = rt.settings.services
         session: Session | None = None
         reader: asyncio.Task[None] | None = None
         call: _Call | None = None
+        ends_at = time.monotonic() + services.max_call_s
         try:
+            if self.access is not None:
+                metadata = {k: v for k, v in context.invocation_metadata() or ()
+                            if isinstance(v, str)}
+                denied = self.access.check(metadata, peer_host(context.peer()), kind="animate")
+                if denied is not None:
+                    log.warning("animate.denied", reason=denied.reason)
+                    raise EdgeError(denied.http_status, denied.grpc_code, denied.reason)
             requests = aiter(request_iterator)
-            first = await anext(requests, None)
+            try:
+                first = await asyncio.wait_for(anext(requests, None), services.idle_timeout_s)
+            except TimeoutError:
+                raise idle_timeout(services.idle_timeout_s) from None
             if first is None or first.WhichOneof("payload") != "config":
                 raise bad_input("config: the first message must be config")
             config = first.config
@@ -169,8 +211,8 @@ class AvatarServicer(avatar_pb2_grpc.AvatarServicer):
             rt.metrics.active_sessions.set(rt.sessions.active)
             log.info("animate.start", session_id=session.id, avatar=avatar.name)
             call = _Call(rt, session, avatar, config, voice, rate)
-            reader = asyncio.ensure_future(self._read(requests, call))
-            async for message in self._frames(call):
+            reader = asyncio.ensure_future(self._read(requests, call, services.idle_timeout_s))
+            async for message in self._frames(call, ends_at, services.max_call_s):
                 yield message
         except EdgeError as err:
             await context.abort(err.code, err.message)
@@ -188,22 +230,37 @@ class AvatarServicer(avatar_pb2_grpc.AvatarServicer):
                 rt.sessions.close_stream(session)
                 rt.metrics.active_sessions.set(rt.sessions.active)
 
-    async def _read(self, requests: AsyncIterator[avatar_pb2.AnimateRequest], call: _Call) -> None:
+    async def _read(self, requests: AsyncIterator[avatar_pb2.AnimateRequest], call: _Call,
+                    idle_s: float) -> None:
         """Feed every request, then wait for the utterances to deliver and mark the end."""
         try:
-            async for request in requests:
+            while True:
+                try:
+                    request = await asyncio.wait_for(anext(requests), idle_s)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    log.info("animate.idle_timeout", session_id=call.session.id, idle_s=idle_s)
+                    raise idle_timeout(idle_s) from None
                 await call.feed(request)
             call.finish()
         except EdgeError as err:
-            call.cancel_current("bad input")
+            call.cancel_current("bad input" if err.code != grpc.StatusCode.DEADLINE_EXCEEDED
+                                else "idle")
             await call.out.put(err)
         await asyncio.gather(*call.forwarders, return_exceptions=True)
         await call.out.put(None)
 
-    async def _frames(self, call: _Call) -> AsyncIterator[avatar_pb2.AnimatedFrame]:
-        """Frames in order until input has ended and every utterance has delivered."""
+    async def _frames(self, call: _Call, ends_at: float,
+                      max_call_s: float) -> AsyncIterator[avatar_pb2.AnimatedFrame]:
+        """Frames in order until input has ended and every utterance has delivered, or the
+        call's lifetime is over."""
         while True:
-            item = await call.out.get()
+            try:
+                item = await asyncio.wait_for(call.out.get(), max(0.0, ends_at - time.monotonic()))
+            except TimeoutError:
+                log.info("animate.max_call", session_id=call.session.id, max_call_s=max_call_s)
+                raise call_too_long(max_call_s) from None
             if item is None:
                 return
             if isinstance(item, BaseException):

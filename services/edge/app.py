@@ -25,20 +25,26 @@ from typing import Annotated, Any, Literal
 import grpc
 from fastapi import FastAPI, Query
 from fastapi import Request as HttpRequest
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
 from starlette.types import Receive, Scope, Send
 
 from services.edge import mjpeg, stream_format
+from services.edge.access import AccessPolicy
+from services.edge.access_http import AccessMiddleware
 from services.edge.clients import TTS, AvatarMeta
 from services.edge.debug import debug_status
 from services.edge.errors import EdgeError, from_rpc
+from services.edge.live import router as live_router
 from services.edge.orchestrator import Frame, UtteranceInterrupted
-from services.edge.runtime import EdgeRuntime, Request
+from services.edge.runtime import Admission, EdgeRuntime, Request
 from services.edge.sessions import Session
-from services.edge.uploads import FIELD, decode_upload, read_upload
+from services.edge.uploads import FIELD, Uploads
+from services.edge.validation import StrictJsonRoute, validation_error
 from synctalk.audio.pcm import SAMPLE_RATE
 from synctalk.config import Settings
 from synctalk.log import get_logger
@@ -125,6 +131,8 @@ class LiveStreamResponse(StreamingResponse):
             results = await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await self.body_iterator.aclose()  # type: ignore[union-attr]
+            if self.background is not None:  # e.g. ends a session whose body never started
+                await self.background()
         failure = results[0]
         if isinstance(failure, Exception) and not isinstance(failure, OSError):
             log.error("http.stream_failed", error=repr(failure), exc_info=failure)
@@ -164,12 +172,17 @@ def create_app(settings: Settings, runtime: EdgeRuntime | None = None,
         responses=_ERROR_RESPONSES,
     )
     app.state.runtime = rt
+    app.router.route_class = StrictJsonRoute  # NaN, Infinity, lone surrogates: 422
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    uploads = Uploads(settings.services)
     if settings.services.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.services.cors_origins,
             allow_methods=["GET", "POST"], allow_headers=["Content-Type", "X-Debug-Token"],
             expose_headers=["X-Session-Id", "X-Audio-Duration", "Retry-After"],
         )
+    app.state.access = AccessPolicy(settings.services, host)
+    app.add_middleware(AccessMiddleware, policy=app.state.access)
     loopback = is_loopback(host)
 
     def debug_allowed(request: HttpRequest) -> None:
@@ -187,6 +200,7 @@ def create_app(settings: Settings, runtime: EdgeRuntime | None = None,
             raise EdgeError(403, grpc.StatusCode.PERMISSION_DENIED,
                             "debug settings need the X-Debug-Token header")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(live_router)  # WebSocket /live: the browser's microphone
 
     @app.exception_handler(EdgeError)
     async def edge_error(request: HttpRequest, err: EdgeError) -> JSONResponse:
@@ -261,14 +275,15 @@ def create_app(settings: Settings, runtime: EdgeRuntime | None = None,
         realtime: RealtimeQuery = True,
     ) -> Response:
         started = time.monotonic()
-        if session_id:
-            rt.sessions.get(session_id)
-        await rt.avatar(avatar)
-        svc = rt.settings.services
-        data, _name = await read_upload(request, svc.max_upload_bytes, svc.upload_timeout_s)
-        pcm = await decode_upload(data, svc.max_upload_seconds)
-        return await _generate(rt, started, "audio", pcm=pcm, avatar=avatar, fmt=format,
-                               session_id=session_id, realtime=realtime)
+        admission = rt.admit(session_id)  # before the body is read: over the cap, 503 at once
+        try:
+            await rt.avatar(avatar)
+            pcm = await uploads.pcm(request)
+            return await _generate(rt, started, "audio", pcm=pcm, avatar=avatar, fmt=format,
+                                   admission=admission, realtime=realtime)
+        except BaseException:
+            await admission.close()
+            raise
 
     @app.get("/generate-from-audio", summary="The avatar's still frame as a one-part MJPEG "
              "stream (seed compatibility: its page pointed an <img> here)",
@@ -441,32 +456,54 @@ async def _generate(
     fmt: Format = "mjpeg",
     session_id: str | None = None,
     realtime: bool = True,
+    admission: Admission | None = None,
 ) -> Response:
-    """Validate, start the utterance, wait for its first frame, then stream the rest."""
+    """Validate, admit (unless the caller did), start the utterance, wait for its first
+    frame, then stream the rest. The admission is closed on every path: here on a failure,
+    by the response when the stream ends or never starts."""
     if text is not None:
         text = rt.check_text(text)
-    session = rt.sessions.get(session_id) if session_id else None
-    meta = await rt.avatar(avatar)
-    voice_id = await rt.check_voice(voice) if text is not None else ""
-    if session is None:
-        session = rt.sessions.create("http")
-    utterance = await rt.start(session, Request(input=kind, voice=voice_id), meta)
-    utterance.submit(text=text, pcm=pcm)
-    frames = rt.deliver(session, utterance, kind, started, meta)
+    admitted = admission or rt.admit(session_id)
+    session = admitted.session
     try:
-        first = await anext(frames)
-    except StopAsyncIteration:
-        raise EdgeError(422, grpc.StatusCode.INVALID_ARGUMENT, "no audio to animate") from None
-    except UtteranceInterrupted as err:
-        raise EdgeError(409, grpc.StatusCode.ABORTED,
-                        f"interrupted before the first frame ({err.reason})") from None
-    headers = {**STREAM_HEADERS, "X-Session-Id": session.id}
-    if fmt == "av":
-        body = _av_body(rt, session, meta, first, frames, realtime,
-                        utterance.config.lookahead_frames)
-        return LiveStreamResponse(body, media_type=stream_format.MEDIA_TYPE, headers=headers)
-    return LiveStreamResponse(_mjpeg_body(rt, meta.still_jpeg, first, frames, realtime),
-                              media_type=mjpeg.MEDIA_TYPE, headers=headers)
+        meta = await rt.avatar(avatar)
+        voice_id = await rt.check_voice(voice) if text is not None else ""
+        utterance = await admitted.start(Request(input=kind, voice=voice_id), meta)
+        utterance.submit(text=text, pcm=pcm)
+        frames = rt.deliver(session, utterance, kind, started, meta)
+        try:
+            first = await anext(frames)
+        except StopAsyncIteration:
+            raise EdgeError(422, grpc.StatusCode.INVALID_ARGUMENT, "no audio to animate") from None
+        except UtteranceInterrupted as err:
+            raise EdgeError(409, grpc.StatusCode.ABORTED,
+                            f"interrupted before the first frame ({err.reason})") from None
+        headers = {**STREAM_HEADERS, "X-Session-Id": session.id}
+        if fmt == "av":
+            body = _av_body(rt, session, meta, first, frames, realtime,
+                            utterance.config.lookahead_frames)
+            media_type = stream_format.MEDIA_TYPE
+        else:
+            body = _mjpeg_body(rt, meta.still_jpeg, first, frames, realtime)
+            media_type = mjpeg.MEDIA_TYPE
+        return LiveStreamResponse(_closing(body, admitted), media_type=media_type,
+                                  headers=headers, background=BackgroundTask(admitted.close))
+    except BaseException:
+        await admitted.close()
+        raise
+
+
+async def _closing(body: AsyncGenerator[bytes, None], admission: Admission
+                   ) -> AsyncIterator[bytes]:
+    """`body`, then the request's admission closed however the stream ends."""
+    try:
+        async for chunk in body:
+            yield chunk
+    finally:
+        try:
+            await body.aclose()
+        finally:
+            await admission.close()
 
 
 class _Pacer:

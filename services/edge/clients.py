@@ -1,9 +1,11 @@
 """The edge's channels to tts, audio_features and renderer, with short-lived lookups cached.
 
 One channel per service (`synctalk.rpc.channel.dial`: DNS names resolve to every replica
-and calls are spread with round_robin). Avatar metadata and the voice list are cached for a
-few seconds so that validating a request costs no round trip on the hot path, while a new
-avatar or voice still shows up quickly.
+and calls are spread with round_robin); Render streams go through `RendererPool`, which
+holds a channel per renderer replica and sends each new stream to the least-loaded one.
+Avatar metadata and the voice list are cached for a few seconds so that validating a
+request costs no round trip on the hot path, while a new avatar or voice still shows up
+quickly.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.edge.balancer import RendererPool
 from services.edge.errors import EdgeError, from_rpc, unknown
 from synctalk.config import ServicesConfig
 from synctalk.rpc.channel import dial
@@ -22,7 +25,6 @@ from synctalk.rpc.gen.lipsync.v1 import (
     audio_features_pb2,
     audio_features_pb2_grpc,
     renderer_pb2,
-    renderer_pb2_grpc,
     tts_pb2,
     tts_pb2_grpc,
 )
@@ -63,15 +65,16 @@ class Downstream:
     def __init__(
         self, services: ServicesConfig, *, default_avatar: str, feature_mode: str
     ) -> None:
-        cap = services.max_message_bytes
+        cap, transport = services.max_message_bytes, services.transport
         self.channels = {
-            TTS: dial(services.tts_target, cap),
-            FEATURES: dial(services.audio_features_target, cap),
-            RENDERER: dial(services.renderer_target, cap),
+            TTS: dial(services.tts_target, cap, transport),
+            FEATURES: dial(services.audio_features_target, cap, transport),
+            RENDERER: dial(services.renderer_target, cap, transport),
         }
         self.tts = tts_pb2_grpc.TextToSpeechStub(self.channels[TTS])
         self.features = audio_features_pb2_grpc.AudioFeaturesStub(self.channels[FEATURES])
-        self.renderer = renderer_pb2_grpc.RendererStub(self.channels[RENDERER])
+        self.renderer = RendererPool(services.renderer_target, cap, self.channels[RENDERER],
+                                     transport=transport)
         self.default_avatar = default_avatar
         self.feature_mode = feature_mode
         self._avatars: dict[str, tuple[float, AvatarMeta]] = {}
@@ -80,25 +83,27 @@ class Downstream:
         self._lookahead: dict[str, int] = {}
 
     async def close(self) -> None:
+        await self.renderer.close()
         await asyncio.gather(*(channel.close() for channel in self.channels.values()))
 
     async def health(self) -> dict[str, str]:
         """grpc.health.v1 status of each downstream: "ok", "not_serving" or "unavailable"."""
-
-        async def check(service: str) -> str:
-            stub = health_pb2_grpc.HealthStub(self.channels[service])
-            try:
-                reply = await stub.Check(
-                    health_pb2.HealthCheckRequest(service=GRPC_SERVICE_NAMES[service]),
-                    timeout=HEALTH_TIMEOUT_S,
-                )
-            except grpc.aio.AioRpcError:
-                return "unavailable"
-            return "ok" if reply.status == health_pb2.HealthCheckResponse.SERVING else "not_serving"
-
         names = list(self.channels)
-        states = await asyncio.gather(*(check(name) for name in names))
+        states = await asyncio.gather(*(self.health_of(name) for name in names))
         return dict(zip(names, states, strict=True))
+
+    async def health_of(self, service: str) -> str:
+        """One downstream's health within HEALTH_TIMEOUT_S: a stopped (SIGSTOP) or wedged
+        process answers nothing and reads "unavailable" after that second."""
+        stub = health_pb2_grpc.HealthStub(self.channels[service])
+        try:
+            reply = await stub.Check(
+                health_pb2.HealthCheckRequest(service=GRPC_SERVICE_NAMES[service]),
+                timeout=HEALTH_TIMEOUT_S,
+            )
+        except grpc.aio.AioRpcError:
+            return "unavailable"
+        return "ok" if reply.status == health_pb2.HealthCheckResponse.SERVING else "not_serving"
 
     async def voices(self) -> list[VoiceMeta]:
         now = time.monotonic()

@@ -2,11 +2,17 @@
 
 Downstream gRPC failures become EdgeErrors that name the service at fault, so a user sees
 "renderer service unavailable" rather than a transport message, and never a traceback.
+Messages quote at most `QUOTE_CHARS` characters of any input and are always encodable, so
+an error can always be rendered (as JSON, or as gRPC status details within the metadata
+limit) whatever the client sent.
 """
 
 from __future__ import annotations
 
 import grpc
+
+QUOTE_CHARS = 64  # of an input quoted in an error message
+MAX_MESSAGE_CHARS = 1024  # of any error message (downstream details included)
 
 # gRPC code -> HTTP status, for failures reported by a downstream service.
 _HTTP_OF_CODE: dict[grpc.StatusCode, int] = {
@@ -32,6 +38,7 @@ class EdgeError(Exception):
         service: str = "edge",
         retry_after_s: int | None = None,
     ) -> None:
+        message = printable(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.http_status = http_status
         self.code = code
@@ -44,12 +51,25 @@ class EdgeError(Exception):
         return {"Retry-After": str(self.retry_after_s)} if self.retry_after_s is not None else {}
 
 
+def printable(text: str, limit: int | None = None) -> str:
+    """`text` cut to `limit` characters (marked with "…") and with lone surrogates escaped,
+    so it encodes as UTF-8."""
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "…"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def quote(value: str, limit: int = QUOTE_CHARS) -> str:
+    """`value` quoted for an error message: its first `limit` characters, escaped."""
+    return repr(value[:limit]) + ("…" if len(value) > limit else "")
+
+
 def bad_input(message: str) -> EdgeError:
     return EdgeError(422, grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 def unknown(what: str, name: str) -> EdgeError:
-    return EdgeError(404, grpc.StatusCode.NOT_FOUND, f"unknown {what} {name!r}")
+    return EdgeError(404, grpc.StatusCode.NOT_FOUND, f"unknown {what} {quote(name)}")
 
 
 def too_large(message: str) -> EdgeError:

@@ -58,6 +58,11 @@ class EdgeMetrics:
         self.player_fps = Histogram(
             "synctalk_edge_player_frames_per_second", "Frames painted per second at the player",
             buckets=(5, 10, 15, 20, 23, 24, 25, 26, 30), registry=r)
+        self.live_dropped = Counter(
+            "synctalk_edge_live_dropped_frames",
+            "Live (WebSocket /live) frames dropped to keep the delay bounded: 'late' from the "
+            "renderer, or 'stale' (never made: the renderer fell behind and the utterance "
+            "was restarted)", ["reason"], registry=r)
         self.player_dropped = Counter("synctalk_edge_player_dropped_frames",
                                       "Frames the player skipped (arrived too late)", registry=r)
 

@@ -8,6 +8,13 @@ it, so the pairing of picture and sound is exact by construction (frame i is ren
 the feature window of frame i). `cancel()` cancels all three calls at once (client gone,
 barge-in, explicit cancel); the first downstream failure cancels the others and is reported
 with the name of the service at fault.
+
+A watchdog bounds every wait on a stage: a stage that owes an answer (it has been sent work
+and the edge is waiting to read) and stays silent for `stall_probe_s` has its health checked,
+and two failed checks in a row (a stopped or wedged process) end the utterance UNAVAILABLE
+naming it; a stage that is alive but silent past its deadline ends it DEADLINE_EXCEEDED
+naming it. Time the edge itself spends blocked (a slow reader downstream of it) never counts
+as a stall.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import grpc
 
 from services.edge.clients import FEATURES, RENDERER, TTS, Downstream
 from services.edge.errors import EdgeError, from_rpc
+from services.edge.speech import speech_limit_error
 from synctalk.audio.pcm import SAMPLE_RATE, SAMPLES_PER_FRAME
 from synctalk.log import get_logger
 from synctalk.rpc.gen.lipsync.v1 import common_pb2, renderer_pb2, tts_pb2
@@ -36,6 +44,11 @@ OUT_QUEUE_FRAMES = 32  # frames buffered between the renderer stream and the con
 LOCAL_FAILURE_DETAILS = "Internal error from Core"
 REAL_STATUS_WAIT_S = 0.3  # how long to wait for the real status to replace it
 TAIL_MARGIN_S = 0.15  # pad live input this long before the player would run out of frames
+STAGE_WATCH_S = 0.25  # how often the watchdog looks at the stages
+# A stalled stage is declared wedged after this many failed health checks in a row, this far
+# apart: one check that misses its 1 s deadline may be a busy machine, two are a hang.
+STALL_CONFIRMATIONS = 2
+STALL_PROBE_GAP_S = 0.5
 
 log = get_logger("services.edge.orchestrator")
 
@@ -71,6 +84,13 @@ class UtteranceConfig:
     tail_flush_s: float | None = None
     lookahead_frames: int = 8
     stream_timeout_s: float = 660.0
+    # Text input: speech past this many samples ends the utterance with a clear 422 (the
+    # stream limit) rather than running into the renderer's frame cap ("busy").
+    max_speech_samples: int | None = None
+    # Stall deadlines (services.stall_probe_s, stage_timeout_s, first_frame_timeout_s).
+    stall_probe_s: float = 1.0
+    stage_timeout_s: float = 30.0
+    first_frame_timeout_s: float = 60.0
 
 
 class UtteranceInterrupted(Exception):
@@ -146,6 +166,13 @@ class Utterance:
         self._tail_due = False
         self._inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.queued_bytes = 0
+        # Stall tracking per stage: since when it owes an answer, since when a pump waits in
+        # its `read()`, whether it answered yet, whether the edge finished writing to it.
+        self._owed_since: dict[str, float | None] = {}
+        self._reading_since: dict[str, float | None] = {}
+        self._answered: set[str] = set()
+        self._writes_done: set[str] = set()
+        self._first_audio_at: float | None = None
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -176,6 +203,7 @@ class Utterance:
         self._spawn(self._read_frames())
         if cfg.tail_flush_s is not None:
             self._spawn(self._watch_tail(cfg.tail_flush_s))
+        self._spawn(self._watch_stages())
 
     def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
         self._tasks.append(asyncio.get_running_loop().create_task(coro))
@@ -187,8 +215,11 @@ class Utterance:
     # audio. `queued_bytes` lets it bound the queue. Errors end `frames()`, never the caller.
 
     def send_text(self, piece: str | bytes) -> None:
-        """Text for TTS; bytes may split multi-byte characters (TTS joins and validates)."""
-        self._inbox.put_nowait(("text", piece.encode("utf-8") if isinstance(piece, str) else piece))
+        """Text for TTS; bytes may split multi-byte characters (TTS joins and validates).
+        Never raises: text that is not valid Unicode goes as is and TTS refuses it
+        (INVALID_ARGUMENT), which ends `frames()`."""
+        data = piece.encode("utf-8", "surrogatepass") if isinstance(piece, str) else piece
+        self._inbox.put_nowait(("text", data))
 
     def send_audio(self, pcm: bytes) -> None:
         """16 kHz mono s16le audio, any length."""
@@ -251,19 +282,23 @@ class Utterance:
         if not pcm:
             return
         async with self._feature_lock:
+            if FEATURES in self._writes_done:  # the tail pad lost a race with the input's end
+                return
             start = self.timeline.samples
             self.timeline.append(pcm)
             chunk = common_pb2.AudioChunk(pcm=pcm, sample_rate=SAMPLE_RATE, start_sample=start)
+            self._owe(FEATURES)
             await self._write(FEATURES, chunk)
+            if self._first_audio_at is None:
+                self._first_audio_at = time.monotonic()
             self._tail_due = True
 
     # -- pumps -------------------------------------------------------------------------
 
     async def _pump_tts(self) -> None:
-        call = self._calls[TTS]
         try:
             while True:
-                chunk = await call.read()
+                chunk = await self._read(TTS)
                 if chunk is grpc.aio.EOF:
                     break
                 if chunk.sample_rate not in (0, SAMPLE_RATE):
@@ -271,6 +306,9 @@ class Utterance:
                                     f"tts sent {chunk.sample_rate} Hz audio, expected {SAMPLE_RATE}",
                                     service=TTS)
                 self._last_input = time.monotonic()
+                limit = self.config.max_speech_samples
+                if limit is not None and self.timeline.samples + len(chunk.pcm) // 2 > limit:
+                    raise speech_limit_error(limit / SAMPLE_RATE)
                 await self._feed(bytes(chunk.pcm))
             async with self._feature_lock:
                 await self._done_writing(FEATURES)
@@ -280,13 +318,13 @@ class Utterance:
             self._fail(err)
 
     async def _pump_features(self) -> None:
-        call = self._calls[FEATURES]
         try:
             while True:
-                frame = await call.read()
+                frame = await self._read(FEATURES)
                 if frame is grpc.aio.EOF:
                     break
                 self._sent_at[frame.index] = time.monotonic()
+                self._owe(RENDERER)
                 await self._write(RENDERER, renderer_pb2.RenderRequest(frame=frame))
             await self._done_writing(RENDERER)
         except grpc.aio.AioRpcError as err:
@@ -295,12 +333,11 @@ class Utterance:
             self._fail(err)
 
     async def _read_frames(self) -> None:
-        call = self._calls[RENDERER]
         cfg = self.config
         expected = 0
         try:
             while True:
-                video = await call.read()
+                video = await self._read(RENDERER)
                 if video is grpc.aio.EOF:
                     break
                 if video.index != expected:
@@ -352,6 +389,80 @@ class Utterance:
             with self._reporting():
                 await self._feed(silence)
             self._tail_due = False
+
+    # -- stall watchdog ----------------------------------------------------------------
+
+    def _owe(self, service: str) -> None:
+        """`service` was sent work (or its input was closed): an answer is now due."""
+        if self._owed_since.get(service) is None:
+            self._owed_since[service] = time.monotonic()
+
+    async def _read(self, service: str) -> Any:
+        """The next message of `service`'s stream, with the wait visible to the watchdog."""
+        self._reading_since[service] = time.monotonic()
+        try:
+            message = await self._calls[service].read()
+        finally:
+            self._reading_since[service] = None
+        self._answered.add(service)
+        # The renderer still owes frames it was sent besides this one (popped by the caller).
+        still_owed = message is not grpc.aio.EOF and (
+            service in self._writes_done
+            or (service == RENDERER and any(i != message.index for i in self._sent_at)))
+        self._owed_since[service] = time.monotonic() if still_owed else None
+        return message
+
+    def _stalled_for(self, service: str, now: float) -> float:
+        """How long `service` has owed an answer while the edge was waiting to read it."""
+        owed, reading = self._owed_since.get(service), self._reading_since.get(service)
+        if owed is None or reading is None:
+            return 0.0
+        return now - max(owed, reading)
+
+    async def _watch_stages(self) -> None:
+        """End the utterance when a stage is wedged (health fails) or silent past its deadline."""
+        cfg = self.config
+        next_probe: dict[str, float] = {}
+        failed_probes: dict[str, int] = {}
+        while self.active:
+            await asyncio.sleep(STAGE_WATCH_S)
+            now = time.monotonic()
+            if (self.stats.first_frame_at is None and self._first_audio_at is not None
+                    and now - self._first_audio_at > cfg.first_frame_timeout_s):
+                service = max(self._calls, key=lambda name: self._stalled_for(name, now))
+                self._fail(EdgeError(
+                    504, grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"no first frame within {cfg.first_frame_timeout_s:g} s "
+                    f"(services.first_frame_timeout_s); {service} service is behind",
+                    service=service))
+                return
+            for service in list(self._calls):
+                stalled = self._stalled_for(service, now)
+                limit = cfg.stage_timeout_s if service in self._answered \
+                    else cfg.first_frame_timeout_s
+                if stalled > limit:
+                    self._fail(EdgeError(
+                        504, grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"{service} service answered nothing for {stalled:.1f} s "
+                        f"(limit {limit:g} s)", service=service))
+                    return
+                if stalled < cfg.stall_probe_s:
+                    failed_probes[service] = 0
+                    continue
+                if now < next_probe.get(service, 0.0):
+                    continue
+                state = await self.downstream.health_of(service)
+                next_probe[service] = time.monotonic() + STALL_PROBE_GAP_S
+                if state == "ok" or self._stalled_for(service, time.monotonic()) == 0:
+                    failed_probes[service] = 0
+                    continue
+                failed_probes[service] = failed_probes.get(service, 0) + 1
+                if failed_probes[service] >= STALL_CONFIRMATIONS:
+                    self._fail(EdgeError(
+                        503, grpc.StatusCode.UNAVAILABLE,
+                        f"{service} service unavailable: no answer for {stalled:.1f} s "
+                        f"and its health check says {state}", service=service, retry_after_s=5))
+                    return
 
     # -- output ------------------------------------------------------------------------
 
@@ -425,6 +536,8 @@ class Utterance:
 
     async def _done_writing(self, service: str) -> None:
         call = self._calls[service]
+        self._writes_done.add(service)
+        self._owe(service)
         try:
             await call.done_writing()
         except grpc.aio.AioRpcError as err:

@@ -1,11 +1,19 @@
 """What the HTTP API and the gRPC Avatar service share: downstream channels, sessions,
 metrics, results, the live debug settings, and the loop that delivers an utterance.
+
+A session's life on the edge has one owner per request. An HTTP request is admitted first
+(`EdgeRuntime.admit`: a slot, before its body is read or anything is decoded) and its
+`Admission.close` ends it, however it ends; an Animate call holds its slot from
+`sessions.open_stream` to `sessions.close_stream`. Within either, `start` and `deliver` end
+the utterance they own: every cleanup step runs guarded, in a fixed order, and the slot is
+given back in a `finally` after them, so a failing step (a debug dump on a full disk, a
+stream that will not close) can never keep a slot.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
 
 from services.edge.clients import AvatarMeta, Downstream
@@ -14,7 +22,10 @@ from services.edge.errors import EdgeError, bad_input
 from services.edge.metrics import EdgeMetrics
 from services.edge.orchestrator import Frame, Utterance, UtteranceConfig, UtteranceInterrupted
 from services.edge.results import ResultRecorder, ResultStore
-from services.edge.sessions import Session, SessionManager
+from services.edge.sessions import Lease, Session, SessionManager
+from services.edge.speech import check_speech_length
+from services.edge.validation import MAX_AVATAR_CHARS, MAX_VOICE_CHARS, check_name, check_unicode
+from synctalk.audio.pcm import SAMPLE_RATE
 from synctalk.config import Settings
 from synctalk.log import get_logger
 from synctalk.rpc.gen.lipsync.v1 import common_pb2
@@ -65,16 +76,29 @@ class EdgeRuntime:
         limit = self.settings.tts.max_text_chars
         if len(text) > limit:
             raise bad_input(f"text: {len(text)} characters, the limit is {limit}")
+        check_unicode(text, "text")
+        check_speech_length(text, self.settings.services.max_stream_seconds)
         return text
 
     async def avatar(self, name: str) -> AvatarMeta:
-        return await self.downstream.avatar(name)
+        return await self.downstream.avatar(check_name(name, "avatar", MAX_AVATAR_CHARS))
 
     async def check_voice(self, voice: str) -> str:
-        meta = await self.downstream.voice(voice)
+        meta = await self.downstream.voice(check_name(voice, "voice", MAX_VOICE_CHARS))
         if meta.engine == "espeak-ng":
             self.metrics.fallbacks.labels("tts_espeak").inc()
         return meta.id
+
+    def admit(self, session_id: str | None = None) -> Admission:
+        """A slot for an HTTP request on session `session_id` (barge-in) or a new session;
+        404 for an unknown session, 503 with Retry-After when every slot is taken. Call it
+        before reading the request's body; the caller must `close` what it returns."""
+        if session_id:
+            lease = self.sessions.admit(self.sessions.get(session_id))
+        else:
+            lease = self.sessions.admit_new("http")
+        self.metrics.active_sessions.set(self.sessions.active)
+        return Admission(self, lease)
 
     async def start(self, session: Session, request: Request, avatar: AvatarMeta) -> Utterance:
         """Open a new utterance on `session` (interrupting its current one) and start it."""
@@ -94,6 +118,11 @@ class EdgeRuntime:
             index_offset=session.next_index if session.kind == "grpc" else 0,
             tail_flush_s=request.tail_flush_s,
             stream_timeout_s=self.settings.services.max_stream_seconds + STREAM_DEADLINE_MARGIN_S,
+            max_speech_samples=int(self.settings.services.max_stream_seconds * SAMPLE_RATE)
+            if request.input == "text" else None,
+            stall_probe_s=self.settings.services.stall_probe_s,
+            stage_timeout_s=self.settings.services.stage_timeout_s,
+            first_frame_timeout_s=self.settings.services.first_frame_timeout_s,
         )
         utterance = Utterance(self.downstream, config, session.id,
                               text_input=request.input == "text")
@@ -101,11 +130,8 @@ class EdgeRuntime:
         self.metrics.active_sessions.set(self.sessions.active)
         try:
             await utterance.start()
-        except EdgeError:
-            utterance.cancel("failed to start")
-            await utterance.aclose()
-            self.sessions.finish(session, utterance)
-            self.metrics.active_sessions.set(self.sessions.active)
+        except BaseException:
+            await self.end_utterance(session, utterance, "failed to start")
             raise
         log.info("utterance.start", session_id=session.id, input=request.input,
                  avatar=avatar.name, mode=config.feature_mode, voice=request.voice)
@@ -117,7 +143,11 @@ class EdgeRuntime:
     ) -> AsyncGenerator[Frame, None]:
         """The utterance's frames, with metrics, debug dumps and the result recorded; ends
         the utterance (cancelling what still runs) however the consumer stops."""
-        debug = DebugRecorder.maybe(self.debug, session)
+        try:
+            debug = DebugRecorder.maybe(self.debug, session)
+        except Exception as err:  # noqa: BLE001 - a dump must never stop the stream
+            log.warning("debug.unavailable", session_id=session.id, error=repr(err))
+            debug = None
         result = ResultRecorder(int(MAX_RESULT_SECONDS * 25))
         metrics = self.metrics
         outcome = "disconnected"
@@ -150,15 +180,66 @@ class EdgeRuntime:
             metrics.downstream_errors.labels(err.service, err.code.name).inc()
             raise
         finally:
-            utterance.cancel("client gone")
-            await utterance.aclose()
             if last_source >= 0 and avatar.num_frames > 1:
                 nxt = last_source + 1
                 session.next_start_frame = nxt if nxt < avatar.num_frames else last_source - 1
-            if debug is not None:
-                await debug.close()
-            self.sessions.finish(session, utterance)
-            metrics.active_sessions.set(self.sessions.active)
             metrics.utterances.labels(input_kind, outcome).inc()
             log.info("utterance.end", session_id=session.id, outcome=outcome,
                      frames=utterance.stats.frames, samples=utterance.timeline.samples)
+            await self.end_utterance(session, utterance, "client gone",
+                                     debug.close() if debug is not None else None)
+
+    async def end_utterance(self, session: Session, utterance: Utterance, reason: str,
+                            *after: Awaitable[None] | None) -> None:
+        """Cancel `utterance`, wait for its tasks, run `after` (e.g. the debug dump's close),
+        then mark it finished. Each step is guarded: a failing step is logged and the rest
+        still run, and `finish` (which frees an implicitly taken slot) runs last whatever
+        happened, cancellation included."""
+        try:
+            await _guarded("utterance.close", session.id, _close(utterance, reason))
+            for step in after:
+                if step is not None:
+                    await _guarded("session.cleanup", session.id, step)
+        finally:
+            self.sessions.finish(session, utterance)
+            self.metrics.active_sessions.set(self.sessions.active)
+
+
+class Admission:
+    """An admitted HTTP request: its session's slot from admission until `close`, and the
+    utterance it starts. `close` is idempotent and ends everything the request still holds
+    (the utterance if it never reached `deliver`, then the slot, last and unconditionally)."""
+
+    def __init__(self, rt: EdgeRuntime, lease: Lease) -> None:
+        self.rt = rt
+        self.lease = lease
+        self.session = lease.session
+        self.utterance: Utterance | None = None
+
+    async def start(self, request: Request, avatar: AvatarMeta) -> Utterance:
+        self.utterance = await self.rt.start(self.session, request, avatar)
+        return self.utterance
+
+    async def close(self) -> None:
+        if self.lease.released:
+            return
+        try:
+            if self.utterance is not None:
+                await self.rt.end_utterance(self.session, self.utterance, "request ended")
+        finally:
+            self.lease.release()
+            self.rt.metrics.active_sessions.set(self.rt.sessions.active)
+
+
+async def _close(utterance: Utterance, reason: str) -> None:
+    utterance.cancel(reason)
+    await utterance.aclose()
+
+
+async def _guarded(step: str, session_id: str, action: Awaitable[None]) -> None:
+    """Await one cleanup step; an exception is logged (once, with the session id), not raised."""
+    try:
+        await action
+    except Exception as err:  # noqa: BLE001 - a cleanup step must not stop the ones after it
+        log.warning("session.cleanup_failed", session_id=session_id, step=step,
+                    error=f"{type(err).__name__}: {err}")

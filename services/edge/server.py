@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import grpc
 import uvicorn
 
+from services.edge import live
+from services.edge.access import AccessPolicy
 from services.edge.animate import AvatarServicer
 from services.edge.app import create_app
 from services.edge.runtime import EdgeRuntime
@@ -29,7 +31,7 @@ log = get_logger("services.edge")
 
 def build_grpc_server(runtime: EdgeRuntime, host: str, port: int) -> GrpcServer:
     svc = runtime.settings.services
-    servicer = AvatarServicer(runtime)
+    servicer = AvatarServicer(runtime, AccessPolicy(svc, host))
 
     def register(server: grpc.aio.Server) -> None:
         avatar_pb2_grpc.add_AvatarServicer_to_server(servicer, server)
@@ -58,7 +60,8 @@ class EdgeServer:
         config = uvicorn.Config(
             self.app, host=host, port=http_port, log_config=None, access_log=False,
             timeout_graceful_shutdown=max(1, int(settings.services.drain_grace_s)),
-            ws="none", lifespan="on",
+            ws="websockets-sansio", ws_max_size=live.MAX_MESSAGE_BYTES,
+            ws_per_message_deflate=False, lifespan="on",
         )
         self.http = _Uvicorn(config)
         self._http_task: asyncio.Task[None] | None = None

@@ -36,7 +36,8 @@ def message(header: dict[str, Any], payload: bytes = b"") -> bytes:
     return _LEN.pack(len(head)) + head + _LEN.pack(len(payload)) + payload
 
 
-def frame_message(frame: Frame) -> bytes:
+def frame_message(frame: Frame, extra: dict[str, Any] | None = None) -> bytes:
+    """A "frame" message; `extra` adds header fields (the live socket's latency figures)."""
     return message(
         {
             "type": "frame",
@@ -46,6 +47,7 @@ def frame_message(frame: Frame) -> bytes:
             "audio_bytes": len(frame.audio),
             "source_frame": frame.source_frame,
             "idle": frame.idle,
+            **(extra or {}),
         },
         frame.image + frame.audio,
     )

@@ -23,11 +23,13 @@ import grpc
 
 from synctalk.avatar import Avatar, list_avatars, load_avatar, valid_avatar_name
 from synctalk.avatar.format import is_avatar
+from synctalk.avatar.layout import DEFINING_FILES
 from synctalk.config import ModelsConfig
 from synctalk.log import get_logger
+from synctalk.render.device_frames import DeviceFrames
 from synctalk.render.encode import encode_jpeg
 from synctalk.render.pipeline import FrameCache, RenderModel, load_render_model
-from synctalk.rpc.errors import RpcError, invalid, not_found
+from synctalk.rpc.errors import RpcError, invalid, not_found, quote
 
 AVATAR_CACHE_SIZE = 64
 MODEL_CACHE_SIZE = 4
@@ -39,9 +41,6 @@ def failed_precondition(message: str) -> RpcError:
     return RpcError(grpc.StatusCode.FAILED_PRECONDITION, message)
 
 
-_AVATAR_FILES = ("", "avatar.json", "boxes.npy", "frames.npy")
-
-
 def _mtime(path: Path) -> int:
     try:
         return path.stat().st_mtime_ns
@@ -51,7 +50,7 @@ def _mtime(path: Path) -> int:
 
 def _stamp(path: Path) -> tuple[int, ...]:
     """Changes when the folder (renames into it) or one of its defining files is rewritten."""
-    return tuple(_mtime(path / name) for name in _AVATAR_FILES)
+    return tuple(_mtime(path / name) for name in DEFINING_FILES)
 
 
 @dataclass
@@ -72,10 +71,12 @@ class AvatarStore:
 
     def __init__(self, store: Path, models: ModelsConfig, frame_cache: FrameCache | None = None,
                  model_cache_size: int = MODEL_CACHE_SIZE,
-                 avatar_cache_size: int = AVATAR_CACHE_SIZE) -> None:
+                 avatar_cache_size: int = AVATAR_CACHE_SIZE,
+                 device_frames: DeviceFrames | None = None) -> None:
         self.store = Path(store)
         self.models = models
         self.frames = frame_cache or FrameCache()
+        self.device_frames = device_frames  # the resident pipeline's copies, dropped alongside
         self.model_cache_size = max(1, model_cache_size)
         self.avatar_cache_size = max(1, avatar_cache_size)
         self._avatars: OrderedDict[str, _AvatarEntry] = OrderedDict()
@@ -89,7 +90,7 @@ class AvatarStore:
 
     def path_of(self, name: str, field_path: str = "name") -> Path:
         if not valid_avatar_name(name):
-            raise invalid(field_path, f"invalid avatar name {name!r} (letters, digits, '_', "
+            raise invalid(field_path, f"invalid avatar name {quote(name)} (letters, digits, '_', "
                                       "'-', '.', no leading '.', at most 64 characters)")
         return self.store / name
 
@@ -157,12 +158,17 @@ class AvatarStore:
                 while len(self._models) > self.model_cache_size:
                     evicted.append(self._models.popitem(last=False)[1].model)
             if old is not None and old.model.key != model.key:
-                self.frames.drop(old.model.key)
+                self._drop_frames(old.model.key)
             for gone in evicted:
                 if not any(e.model.key == gone.key for e in self._models.values()):
-                    self.frames.drop(gone.key)
+                    self._drop_frames(gone.key)
                 log.info("avatar.model_evicted", avatar=gone.avatar.name, mode=gone.mode)
             return model
+
+    def _drop_frames(self, key: object) -> None:
+        self.frames.drop(key)
+        if self.device_frames is not None:
+            self.device_frames.drop(key)
 
     def loaded_models(self) -> list[tuple[str, str]]:
         with self._lock:

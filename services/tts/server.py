@@ -10,6 +10,7 @@ import grpc
 from services.tts.servicer import TextToSpeechServicer
 from services.tts.voices import load_voices
 from synctalk.config import Settings
+from synctalk.metrics_http import serving_metrics
 from synctalk.rpc.gen.lipsync.v1 import tts_pb2, tts_pb2_grpc
 from synctalk.rpc.server import GrpcServer, service_server
 
@@ -33,4 +34,5 @@ def build_server(settings: Settings, host: str, port: int) -> GrpcServer:
 
 async def serve(settings: Settings, host: str, port: int) -> None:
     server = build_server(settings, host, port)
-    await server.run_until_signal()
+    with serving_metrics(settings.services, "tts", host):
+        await server.run_until_signal()

@@ -14,6 +14,7 @@ from concurrent.futures import Executor
 
 import grpc
 
+from services.tts import metrics
 from services.tts.sentences import SentenceSplitter
 from services.tts.synthesizer import SynthesisOptions, Synthesizer
 from services.tts.utf8 import StreamingText, speakable
@@ -52,15 +53,22 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
             synthesizer = self.open_stream(await anext(requests, None))
             text = StreamingText(self.tts.max_text_chars)
             splitter = SentenceSplitter()
+            first_audio = metrics.FirstAudioClock(synthesizer.voice.engine)
             async for request in requests:
+                if request.WhichOneof("payload") == "text":
+                    first_audio.text_arrived()
                 for sentence in self._sentences(request, text, splitter):
-                    for chunk in await self._speak(synthesizer, sentence):
+                    chunks = await self._speak(synthesizer, sentence)
+                    first_audio.audio_ready()
+                    for chunk in chunks:
                         yield chunk
             rest = splitter.feed(speakable(text.finish())) + splitter.flush()
             if not rest and synthesizer.sentence_index == 0:  # blank once made speakable
                 raise invalid("text", "no text to speak (the stream ended with no non-blank text)")
             for sentence in rest:
-                for chunk in await self._speak(synthesizer, sentence):
+                chunks = await self._speak(synthesizer, sentence)
+                first_audio.audio_ready()
+                for chunk in chunks:
                     yield chunk
             log.info("synthesize.end", sentences=synthesizer.sentence_index, chars=text.chars,
                      samples=synthesizer.next_sample)

@@ -11,6 +11,7 @@ import math
 import time
 from dataclasses import dataclass
 
+from services.tts import metrics
 from services.tts.voices import Voice
 from synctalk.audio.pcm import float_to_s16le, resample
 from synctalk.log import get_logger
@@ -73,6 +74,11 @@ class Synthesizer:
         seconds = n / self.options.sample_rate
         log.info("tts.sentence", index=self.sentence_index, chars=len(sentence), samples=n,
                  synth_ms=round(elapsed * 1000, 1), rtf=round(elapsed / seconds, 4) if seconds else None)
+        engine = self.voice.engine
+        metrics.SENTENCES.labels(engine).inc()
+        metrics.AUDIO_SECONDS.labels(engine).inc(seconds)
+        if seconds:
+            metrics.REAL_TIME_FACTOR.labels(engine).observe(elapsed / seconds)
         self.next_sample += n
         self.sentence_index += 1
         return chunks

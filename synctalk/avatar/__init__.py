@@ -1,5 +1,6 @@
-"""The avatar: its folder format, lazily read frames, crop boxes, the source-frame walk, and
-its preparation from a video (`synctalk prepare`).
+"""The avatar: its folder layout (`layout`, the one place that names its files), lazily
+read frames, crop boxes, the source-frame walk, and its preparation from a video
+(`synctalk prepare`).
 
 The preparation names are imported on first use, so the renderer's `import synctalk.avatar`
 does not pull in the decoder, tqdm and the landmark code.
@@ -9,16 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from synctalk.avatar.format import (
-    Avatar,
-    AvatarMeta,
-    list_avatars,
-    load_avatar,
-    read_meta,
-    valid_avatar_name,
-    write_meta,
-)
+from synctalk.avatar.format import Avatar, list_avatars, load_avatar
 from synctalk.avatar.frames import JpegFrames, open_frames
+from synctalk.avatar.layout import AvatarMeta, read_meta, valid_avatar_name, write_meta
 from synctalk.avatar.walk import PingPong
 
 _PREPARE = {"PrepareError", "PrepareOptions", "find_source_video", "prepare_avatar"}

@@ -5,7 +5,6 @@ samples them at random. A small LRU cache absorbs the walk's turn-arounds and re
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -14,24 +13,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-FRAMES_DIR = "frames"
-FRAMES_ARRAY = "frames.npy"
+from synctalk.avatar.layout import (
+    FRAMES_ARRAY,
+    FRAMES_DIR,
+    META_FILE,
+    count_frames,
+    frame_name,
+    read_meta,
+)
+
 DEFAULT_CACHE_FRAMES = 32
-
-
-def frame_name(index: int) -> str:
-    """File name of frame `index` inside the frames folder."""
-    return f"{index:06d}.jpg"
-
-
-def count_frames(folder: Path) -> int:
-    """Number of consecutive frames 000000.jpg, 000001.jpg, ... present in `folder`."""
-    with os.scandir(folder) as it:
-        names = {entry.name for entry in it}
-    n = 0
-    while frame_name(n) in names:
-        n += 1
-    return n
 
 
 class JpegFrames(Sequence[np.ndarray]):
@@ -93,10 +84,7 @@ def open_frames(avatar_dir: Path, cache_frames: int = DEFAULT_CACHE_FRAMES) -> S
         if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"{array}: expected uint8 [N,H,W,3], got {frames.dtype} {list(frames.shape)}")
         return frames
-    from synctalk.avatar.format import read_meta
-
-    meta_path = avatar_dir / "avatar.json"
-    if meta_path.is_file():
+    if (avatar_dir / META_FILE).is_file():
         meta = read_meta(avatar_dir)
         folder = avatar_dir / meta.frames
         if not folder.is_dir():

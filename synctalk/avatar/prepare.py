@@ -33,30 +33,31 @@ from tqdm import tqdm
 
 from synctalk.audio.pcm import SAMPLE_RATE, SAMPLES_PER_FRAME
 from synctalk.avatar.boxes import crop_boxes, fill_missing, frame_ranges
-from synctalk.avatar.format import (
+from synctalk.avatar.frames import JpegFrames
+from synctalk.avatar.landmarks import NUM_POINTS, FaceResult, Landmarker, build_landmarker
+from synctalk.avatar.layout import (
     AUDIO_FILE,
     BOXES_FILE,
+    FEATURES_FILE,
     FPS,
+    FRAMES_DIR,
     LANDMARKS_FILE,
     META_FILE,
+    PREPARE_STATE_DIR,
     AvatarMeta,
+    frame_name,
+    is_complete,
     read_meta,
     valid_avatar_name,
     write_meta,
 )
-from synctalk.avatar.frames import FRAMES_DIR, JpegFrames, frame_name
-from synctalk.avatar.landmarks import NUM_POINTS, FaceResult, Landmarker, build_landmarker
 from synctalk.avatar.video import VideoError, VideoInfo, frames_at_25fps, probe
-from synctalk.config import REPO_ROOT
+from synctalk.config import REPO_ROOT, Settings
 from synctalk.log import get_logger
 
 log = get_logger("synctalk.avatar.prepare")
 
-STATE_DIR = ".prepare"
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
-# Defaults of the settings read from `models` (see PrepareOptions.from_settings).
-MIN_VIDEO_SECONDS = 2.0
-MAX_BAD_FACE_SHARE = 0.1
 JPEG_QUALITY = 95
 CHECKPOINT_EVERY = 250  # frames between saves of the landmark progress
 
@@ -67,19 +68,19 @@ class PrepareError(ValueError):
 
 @dataclass(frozen=True)
 class PrepareOptions:
-    min_seconds: float = MIN_VIDEO_SECONDS
-    max_bad_face_share: float = MAX_BAD_FACE_SHARE  # frames with no face or several faces
-    landmark_model: str = ""  # empty = dlib's 68-point predictor
+    """The `models` settings preparation reads (their defaults live in synctalk.config)."""
+
+    min_seconds: float
+    max_bad_face_share: float  # frames with no face or several faces
+    landmark_model: str  # empty = dlib's 68-point predictor
     jpeg_quality: int = JPEG_QUALITY
 
     @classmethod
-    def from_settings(cls, settings: Any) -> PrepareOptions:
-        models = getattr(settings, "models", None)
-        return cls(
-            min_seconds=float(getattr(models, "min_video_seconds", MIN_VIDEO_SECONDS)),
-            max_bad_face_share=float(getattr(models, "max_bad_face_share", MAX_BAD_FACE_SHARE)),
-            landmark_model=str(getattr(models, "landmark_model", "") or ""),
-        )
+    def from_settings(cls, settings: Settings) -> PrepareOptions:
+        models = settings.models
+        return cls(min_seconds=models.min_video_seconds,
+                   max_bad_face_share=models.max_bad_face_share,
+                   landmark_model=models.landmark_model)
 
 
 def find_source_video(avatar_dir: Path) -> Path | None:
@@ -99,7 +100,7 @@ def find_source_video(avatar_dir: Path) -> Path | None:
 
 
 def _state_path(avatar_dir: Path) -> Path:
-    return avatar_dir / STATE_DIR / "state.json"
+    return avatar_dir / PREPARE_STATE_DIR / "state.json"
 
 
 def _read_state(avatar_dir: Path) -> dict[str, Any]:
@@ -132,20 +133,13 @@ def _reset(avatar_dir: Path) -> None:
     audio. Trained checkpoints are left alone (they cost hours; retrain to replace them)."""
     for name in (META_FILE, LANDMARKS_FILE, BOXES_FILE, AUDIO_FILE):
         (avatar_dir / name).unlink(missing_ok=True)
-    for features in avatar_dir.glob("features_*.npy") if avatar_dir.is_dir() else []:
+    for features in avatar_dir.glob(FEATURES_FILE.format(mode="*")) if avatar_dir.is_dir() else []:
         features.unlink(missing_ok=True)
-    for name in (FRAMES_DIR, STATE_DIR):
+    for name in (FRAMES_DIR, PREPARE_STATE_DIR):
         shutil.rmtree(avatar_dir / name, ignore_errors=True)
 
 
-def _is_complete(avatar_dir: Path) -> bool:
-    try:
-        return read_meta(avatar_dir).complete and (avatar_dir / BOXES_FILE).is_file()
-    except (OSError, ValueError):
-        return False
-
-
-def prepare_avatar(avatar_dir: Path, settings: Any, video: Path | None = None, *,
+def prepare_avatar(avatar_dir: Path, settings: Settings, video: Path | None = None, *,
                    force: bool = False, progress: bool = True,
                    landmarker: Landmarker | None = None) -> None:
     """Make `avatar_dir` a complete avatar from `video` (default: find_source_video).
@@ -165,7 +159,7 @@ def prepare_avatar(avatar_dir: Path, settings: Any, video: Path | None = None, *
     video = Path(video)
     if not video.is_file():
         raise PrepareError(f"{video}: no such file")
-    if _is_complete(avatar_dir) and not force:
+    if is_complete(avatar_dir) and not force:
         recorded = read_meta(avatar_dir).extra.get("source")
         if recorded and Path(recorded).resolve() != video.resolve():
             raise PrepareError(f"{avatar_dir} was prepared from {recorded}, not {video}; "
@@ -190,7 +184,7 @@ def prepare_avatar(avatar_dir: Path, settings: Any, video: Path | None = None, *
         _reset(avatar_dir)
     elif not state and (avatar_dir / META_FILE).exists():
         _reset(avatar_dir)  # an avatar.json without state: left by something else; start over
-    (avatar_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    (avatar_dir / PREPARE_STATE_DIR).mkdir(parents=True, exist_ok=True)
     _write_json(_state_path(avatar_dir), signature)
     log.info("prepare_started", avatar=str(avatar_dir), video=str(video), width=info.width,
              height=info.height, source_fps=round(info.source_fps, 3), seconds=round(info.duration, 2))
@@ -221,7 +215,7 @@ def prepare_avatar(avatar_dir: Path, settings: Any, video: Path | None = None, *
     meta = AvatarMeta(name=avatar_dir.name, width=width, height=height, num_frames=num_frames,
                       fps=FPS, frames=FRAMES_DIR, complete=True, extra=extra)
     write_meta(avatar_dir, meta)
-    shutil.rmtree(avatar_dir / STATE_DIR, ignore_errors=True)
+    shutil.rmtree(avatar_dir / PREPARE_STATE_DIR, ignore_errors=True)
     log.info("prepare_done", avatar=str(avatar_dir), frames=num_frames,
              frames_without_face=extra["frames_without_face"],
              frames_with_several_faces=extra["frames_with_several_faces"])
@@ -263,7 +257,7 @@ def _write_audio(avatar_dir: Path, audio: np.ndarray, num_frames: int) -> None:
 def _frames_step(avatar_dir: Path, video: Path, options: PrepareOptions,
                  progress: bool) -> tuple[int, int, int]:
     """Write frames/NNNNNN.jpg; frames an interrupted run already wrote are kept."""
-    marker = avatar_dir / STATE_DIR / "frames.json"
+    marker = avatar_dir / PREPARE_STATE_DIR / "frames.json"
     if marker.is_file():
         done = json.loads(marker.read_text(encoding="utf-8"))
         log.info("step_skipped", step="frames", frames=done["num_frames"])
@@ -310,7 +304,7 @@ def _pick_face(result: FaceResult, previous: np.ndarray | None) -> int:
 def _landmarks_step(avatar_dir: Path, num_frames: int, options: PrepareOptions, progress: bool,
                     landmarker: Landmarker | None) -> tuple[np.ndarray, np.ndarray]:
     """Raw landmarks [N,68,2] (zeros where no face) and face counts [N]; resumable."""
-    partial = avatar_dir / STATE_DIR / "landmarks.npz"
+    partial = avatar_dir / PREPARE_STATE_DIR / "landmarks.npz"
     landmarks = np.zeros((num_frames, NUM_POINTS, 2), np.float32)
     counts = np.full(num_frames, -1, np.int32)
     done = 0

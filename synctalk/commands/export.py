@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def avatar_checkpoints(name: str, settings: Settings) -> list[Path]:
-    from training.checkpoints import checkpoints_dir, unet_path
+    from synctalk.avatar.layout import checkpoints_dir, unet_path
     from training.pipeline import resolve_avatar_dir
 
     avatar = resolve_avatar_dir(name, settings)
@@ -59,7 +59,7 @@ def avatar_checkpoints(name: str, settings: Settings) -> list[Path]:
 
 def verify(onnx_model: bytes, model: UNet328) -> float:
     """Max |ONNX Runtime - torch| on one random input (batch 2: the batch axis is dynamic)."""
-    from synctalk.models.runtime import OrtUNetRunner, TorchUNetRunner
+    from synctalk.models.runners import OrtUNetRunner, TorchUNetRunner
     from synctalk.models.unet import IMAGE_SHAPE
 
     rng = np.random.default_rng(0)
@@ -73,14 +73,9 @@ def verify(onnx_model: bytes, model: UNet328) -> float:
 def export_checkpoint(checkpoint: Path, out_dir: Path | None, int8: bool,
                       check: bool) -> list[str]:
     """Export one checkpoint; returns the report lines."""
+    from synctalk.models.int8 import INT8_MAX_MEAN_ABS_DIFF, avatar_calibration
+    from synctalk.models.onnx_cache import cache_path, int8_onnx, source_key
     from synctalk.models.onnx_export import atomic_write, unet_onnx_bytes
-    from synctalk.models.runtime import (
-        INT8_MAX_MEAN_ABS_DIFF,
-        avatar_calibration,
-        cache_path,
-        int8_onnx,
-        source_key,
-    )
     from synctalk.models.unet import load_unet
 
     model = load_unet(checkpoint)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from synctalk.config import load_settings
 from synctalk.log import configure_logging
@@ -24,9 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue from the newest saved epoch, optimiser state included")
     p.add_argument("--epochs", type=int, default=None, help="U-Net epochs (profile default)")
     p.add_argument("--lr", type=float, default=None, help="U-Net learning rate (profile default)")
+    p.add_argument("--sync-gate", type=float, default=None, metavar="ACCURACY",
+                   help="SyncNet held-out accuracy the U-Net's sync loss needs for its profile "
+                        "weight (below it: the profile's lower weight, default off; 0 = no "
+                        "gate; profile default)")
     p.add_argument("--init-from", type=Path, default=None, metavar="CHECKPOINT",
                    help="start the U-Net from these weights (same feature mode and width) with "
                         "a fresh optimiser, e.g. another avatar's unet_ave.pt; not with --resume")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the networks (CUDA only; slower start, faster steps)")
     p.add_argument("--feature-mode", default=None, choices=["ave", "whisper"],
                    help="audio features (default from config: models.feature_mode)")
     p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
@@ -37,13 +45,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from training.checkpoints import DiskFullError
     from training.distributed import init_distributed, shutdown
     from training.pipeline import TrainRequest, run_pipeline
     from training.profiles import get_profile
 
     settings = load_settings()
     try:
-        profile = get_profile(args.profile, epochs=args.epochs, lr=args.lr)
+        profile = get_profile(args.profile, epochs=args.epochs, lr=args.lr,
+                              sync_gate=args.sync_gate)
+        if args.compile:
+            profile = replace(profile, compile=True)
     except ValueError as exc:
         print(f"synctalk train: {exc}", file=sys.stderr)
         return 2
@@ -72,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"synctalk train: {exc}", file=sys.stderr)
         return 2
+    except DiskFullError as exc:
+        print(f"synctalk train: {exc}", file=sys.stderr)
+        return 1
     finally:
         shutdown(ctx)
     if ctx.is_main:
@@ -80,4 +95,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"unet:    {result.unet}   (the renderer loads this one)")
         if result.last_epoch is not None:
             print(f"resume:  {result.last_epoch}   (synctalk train {args.name} --resume)")
+        for line in summary_lines(result.syncnet_heldout_accuracy, result.sync_gate):
+            print(line)
     return 0
+
+
+def summary_lines(accuracy: float | None, gate: dict[str, Any] | None) -> list[str]:
+    """The SyncNet's held-out accuracy and the sync weight the U-Net trained with."""
+    shown = "not measured" if accuracy is None else f"{accuracy:.3f} (0.5 is chance)"
+    lines = [f"syncnet held-out accuracy: {shown}"]
+    if gate:
+        verdict = "at or above" if gate["passed"] else "below"
+        lines.append(f"unet sync weight: {gate['weight']:g} (profile {gate['profile_weight']:g}; "
+                     f"held-out accuracy {verdict} the gate {gate['threshold']:g})")
+    return lines

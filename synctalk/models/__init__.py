@@ -1,1 +1,2 @@
-"""Networks: the U-Net, the audio encoders, SyncNet."""
+"""Networks: the U-Net, the audio encoders, SyncNet; and where the U-Net runs (`runners`,
+`int8` quantisation, `onnx_cache`, `runner_factory`)."""

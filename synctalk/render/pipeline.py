@@ -8,9 +8,10 @@ a copy of the full frame with a feathered edge (`kernels.paste_back`), or return
 share a crop/paste call, and each U-Net sees only the rows of its own avatar).
 
 `kernels.select_backend()` decides where crop and paste run: the CUDA twins when a GPU
-really works, the OpenCV path otherwise. The U-Net runner takes and returns host arrays
-(`synctalk.models.runtime.UNetRunner`), so on the GPU path crops are downloaded once per
-batch and predictions uploaded once per batch.
+really works, the OpenCV path otherwise. This is the host path: the U-Net runner takes and
+returns host arrays (`synctalk.models.runners.UNetRunner`), so with CUDA kernels crops are
+downloaded and predictions uploaded once per batch. The Renderer service on a GPU uses
+`synctalk.render.resident.ResidentPipeline` instead (same jobs, no host copies).
 """
 
 from __future__ import annotations
@@ -28,12 +29,16 @@ import numpy as np
 from kernels import DEFAULT_FEATHER, RING, WINDOW, select_backend
 from kernels.cpu import resized_crop
 from synctalk.config import ModelsConfig
+from synctalk.render.encode import DEFAULT_JPEG_QUALITY, Encoding
 from synctalk.render.idle import IdleRule
 
 # Decoded source frames kept per process (1080p BGR is 6.2 MB a frame).
 FRAME_CACHE_BYTES = 2 * 1024**3
 
 STAGES = ("frames", "crop", "unet", "paste")
+# Stage names as the renderer's metrics report them (synctalk_renderer_stage_seconds).
+METRIC_STAGES = {"frames": "gather", "crop": "crop", "unet": "unet", "paste": "paste",
+                 "encode": "encode"}
 
 
 class FrameCache:
@@ -106,7 +111,7 @@ def load_render_model(avatar: Any, mode: str, models: ModelsConfig,
     """The avatar's U-Net for `mode` as a runner (torch or ONNX Runtime per `models`).
 
     FileNotFoundError when the avatar has no checkpoint for `mode`."""
-    from synctalk.models.runtime import build_unet_runner
+    from synctalk.models.runner_factory import build_unet_runner
 
     if mode not in avatar.feature_modes():
         have = ", ".join(avatar.feature_modes()) or "none"
@@ -125,6 +130,8 @@ class FrameJob:
     source: int
     audio: np.ndarray
     crop_only: bool = False
+    encoding: Encoding = Encoding.JPEG  # for pipelines that encode on the device
+    quality: int = DEFAULT_JPEG_QUALITY
 
 
 @dataclass
@@ -136,6 +143,8 @@ class StageTimes:
     cpu_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     frames: int = 0
     batches: int = 0
+    # Called with (metric stage name, seconds) for every stage of every batch (metrics).
+    observer: Callable[[str, float], None] | None = None
 
     @staticmethod
     def now() -> tuple[float, float]:
@@ -145,6 +154,8 @@ class StageTimes:
         now = self.now()
         self.seconds[stage] = self.seconds.get(stage, 0.0) + now[0] - since[0]
         self.cpu_seconds[stage] = self.cpu_seconds.get(stage, 0.0) + now[1] - since[1]
+        if self.observer is not None:
+            self.observer(METRIC_STAGES.get(stage, stage), now[0] - since[0])
         return now
 
     def reset(self) -> None:
@@ -248,7 +259,9 @@ class StreamPlan:
     from the start frame and the silence rule. Call `job` once per frame, in index order."""
 
     def __init__(self, model: RenderModel, start_frame: int = 0,
-                 silence: np.ndarray | None = None, crop_only: bool = False) -> None:
+                 silence: np.ndarray | None = None, crop_only: bool = False,
+                 encoding: Encoding = Encoding.JPEG,
+                 quality: int = DEFAULT_JPEG_QUALITY) -> None:
         from synctalk.avatar import PingPong
 
         if not 0 <= start_frame < model.num_frames:
@@ -258,13 +271,16 @@ class StreamPlan:
         self.idle = IdleRule()
         self.silence = silence
         self.crop_only = crop_only
+        self.encoding = encoding
+        self.quality = quality
 
     def job(self, index: int, audio: np.ndarray, voiced: bool, rms: float) -> tuple[FrameJob, bool]:
         """(the frame's job, whether it is idle)."""
         idle = self.idle.step(voiced, rms)
         window = self.silence if idle and self.silence is not None else audio
         source = int(self.walk.index(index))
-        return FrameJob(self.model, source, window, self.crop_only), idle
+        return FrameJob(self.model, source, window, self.crop_only, self.encoding,
+                        self.quality), idle
 
 
 @dataclass(frozen=True)

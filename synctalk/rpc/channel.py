@@ -7,6 +7,7 @@ import json
 
 import grpc
 
+from synctalk.config import TransportConfig, get_settings
 from synctalk.rpc.server import channel_options
 
 _SERVICE_CONFIG = json.dumps(
@@ -39,11 +40,16 @@ RECONNECT_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
-def dial(target: str, max_message_bytes: int = 8 * 1024 * 1024) -> grpc.aio.Channel:
-    """An insecure aio channel; a bare `host:port` is resolved through DNS so replicas are balanced."""
+def dial(target: str, max_message_bytes: int = 8 * 1024 * 1024,
+         transport: TransportConfig | None = None) -> grpc.aio.Channel:
+    """An insecure aio channel; a bare `host:port` is resolved through DNS so replicas are balanced.
+
+    `transport` defaults to the process settings' `services.transport`, the same policy the
+    servers are built with, so the client's keepalive pings stay within what servers permit."""
     if "://" not in target and not target.startswith(("dns:", "ipv4:", "ipv6:", "unix:")):
         target = f"dns:///{target}"
-    options = channel_options(max_message_bytes) + [
+    transport = transport or get_settings().services.transport
+    options = channel_options(max_message_bytes, transport) + [
         ("grpc.service_config", _SERVICE_CONFIG),
         ("grpc.enable_retries", 1),
         *RECONNECT_OPTIONS,

@@ -9,11 +9,25 @@ from typing import Any, NoReturn
 
 import grpc
 
+QUOTE_CHARS = 64  # of an input quoted in a status message
+MAX_DETAILS_CHARS = 1024  # far below gRPC's 8 KiB metadata limit, whatever the input
+
+
+def quote(value: str, limit: int = QUOTE_CHARS) -> str:
+    """`value` quoted for a status message: its first `limit` characters, escaped."""
+    return repr(value[:limit]) + ("…" if len(value) > limit else "")
+
 
 class RpcError(Exception):
-    """An error that maps to a gRPC status; raised in service logic, turned into abort at the edge of a handler."""
+    """An error that maps to a gRPC status; raised in service logic, turned into abort at the edge of a handler.
+
+    The message is capped and made encodable, so an echoed input can never turn the status
+    into RESOURCE_EXHAUSTED (details over the metadata limit) or fail to send."""
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        if len(message) > MAX_DETAILS_CHARS:
+            message = message[:MAX_DETAILS_CHARS] + "…"
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(message)
         self.code = code
         self.message = message
@@ -25,7 +39,7 @@ def invalid(field: str, reason: str) -> RpcError:
 
 
 def not_found(what: str, name: str) -> RpcError:
-    return RpcError(grpc.StatusCode.NOT_FOUND, f"unknown {what} {name!r}")
+    return RpcError(grpc.StatusCode.NOT_FOUND, f"unknown {what} {quote(name)}")
 
 
 def exhausted(message: str) -> RpcError:

@@ -22,7 +22,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from synctalk.config import ServicesConfig
+from synctalk.config import ServicesConfig, TransportConfig
 from synctalk.log import get_logger
 
 SESSION_METADATA_KEY = "x-session-id"
@@ -32,15 +32,39 @@ _QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 log = get_logger("synctalk.rpc")
 
 
-def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
-    """Options shared by servers and clients: message caps and keepalive."""
+def channel_options(max_message_bytes: int, transport: TransportConfig | None = None
+                    ) -> list[tuple[str, Any]]:
+    """Options shared by servers and clients: message caps and the keepalive policy.
+
+    Both sides read one `TransportConfig`, so the clients' ping interval is always one the
+    servers permit (a server that sees pings more often than it allows answers GOAWAY
+    `too_many_pings` and kills every stream on the connection, a silent one included)."""
+    transport = transport or TransportConfig()
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_time_ms", _ms(transport.keepalive_time_s)),
+        ("grpc.keepalive_timeout_ms", _ms(transport.keepalive_timeout_s)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        # What a server accepts: pings this often with or without data, and a few strikes.
+        ("grpc.http2.min_ping_interval_without_data_ms", _ms(transport.min_ping_interval_s)),
+        ("grpc.http2.max_ping_strikes", transport.max_ping_strikes),
     ]
+
+
+def server_options(transport: TransportConfig | None = None) -> list[tuple[str, Any]]:
+    """Server-only options: connections are renewed after `max_connection_age_s` (clients then
+    re-resolve the name and reach new replicas); open calls get the age grace to finish."""
+    transport = transport or TransportConfig()
+    return [
+        ("grpc.max_connection_age_ms", _ms(transport.max_connection_age_s)),
+        ("grpc.max_connection_age_grace_ms", _ms(transport.max_connection_age_grace_s)),
+    ]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def session_id_from(context: grpc.aio.ServicerContext) -> str:
@@ -185,11 +209,12 @@ class GrpcServer:
         max_message_bytes: int = 8 * 1024 * 1024,
         max_concurrent_streams: int = 64,
         drain_grace_s: float = 10.0,
+        transport: TransportConfig | None = None,
     ) -> None:
         self.service_names = list(service_names)
         self.tracker = _StreamTracker()
         self.drain_grace_s = drain_grace_s
-        options = channel_options(max_message_bytes) + [
+        options = channel_options(max_message_bytes, transport) + server_options(transport) + [
             ("grpc.max_concurrent_streams", max_concurrent_streams),
             ("grpc.so_reuseport", 0),
         ]
@@ -257,4 +282,5 @@ def service_server(services: ServicesConfig, service_name: str,
         max_message_bytes=services.max_message_bytes,
         max_concurrent_streams=services.max_concurrent_streams,
         drain_grace_s=services.drain_grace_s,
+        transport=services.transport,
     )

@@ -9,6 +9,13 @@
  * replaced before they could be painted), A/V offset (moment a picture was painted minus the
  * moment its sound started, on the audio clock). They are shown in the debug panel, posted to
  * the server at the end of a stream, and kept in window.synctalk for tests.
+ *
+ * The Microphone tab streams the microphone to the edge's WebSocket /live (16 kHz s16le from
+ * an AudioWorklet) and plays what comes back with the same player, scheduled for low delay
+ * instead of by pts: each frame goes out right after the previous one, or a short jitter
+ * buffer from now, and a frame that would wait more than LIVE_MAX_AHEAD_S is dropped, so the
+ * delay cannot grow. Mouth-to-ear latency: the moment a frame is painted minus the moment
+ * the page got the middle sample of the frame's 40 ms from the microphone.
  */
 "use strict";
 
@@ -16,6 +23,10 @@ const FRAME_S = 0.04;
 const LEAD_S = 0.15; // schedule the first frame this far ahead of the audio clock
 const LEAD_STEP_S = 0.1; // each time the stream runs late, keep this much more in hand
 const LEAD_MAX_S = 1.0;
+const LIVE_LEAD_S = 0.08; // live: jitter buffer ahead of the audio clock
+const LIVE_LEAD_MAX_S = 0.25;
+const LIVE_MAX_AHEAD_S = 0.4; // live: a frame scheduled further ahead than this is dropped
+const LIVE_CHUNK_S = 0.02; // microphone audio per WebSocket message
 const $ = (id) => document.getElementById(id);
 
 /* ---------------------------------------------------------------- stream parsing */
@@ -54,8 +65,15 @@ function newStats() {
   return {
     session: null, requested: 0, firstFrameMs: null, received: 0, painted: 0, dropped: 0,
     offsets: [], audioStarted: 0, audioEnded: 0, paintTimes: [], status: "idle",
-    resultUrl: null, error: null, rebuffers: 0,
+    resultUrl: null, error: null, rebuffers: 0, live: false, latencies: [], edgeDropped: 0,
+    edgeLagMs: null,
   };
+}
+
+function quantile(xs, q) {
+  if (!xs.length) return null;
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 }
 
 function mean(xs) {
@@ -80,6 +98,8 @@ class Player {
     this.generation = 0;
     this.idle = null; // the avatar's still frame (closed mouth), shown whenever speech stops
     this.stoppedAt = null;
+    this.live = null; // the LiveMic feeding this player, if any
+    this.onPaint = null; // hook (tests): called with each painted frame
     requestAnimationFrame((t) => this.tick(t));
   }
 
@@ -191,6 +211,8 @@ class Player {
 
   handle({ header, payload }, ctx, stats) {
     if (header.type === "start") {
+      stats.live = Boolean(header.live);
+      if (header.session_id) stats.session = header.session_id;
       if (this.canvas.width !== header.width || this.canvas.height !== header.height) {
         this.canvas.width = header.width;
         this.canvas.height = header.height;
@@ -208,6 +230,10 @@ class Player {
     const image = payload.subarray(0, header.image_bytes);
     const pcm = payload.subarray(header.image_bytes, header.image_bytes + header.audio_bytes);
     const now = ctx.currentTime;
+    if (stats.live) {
+      this.handleLive(header, image, pcm, now, stats);
+      return;
+    }
     if (this.base === null) {
       this.lead = LEAD_S;
       this.base = now + this.lead;
@@ -224,20 +250,53 @@ class Player {
       when += shift;
       stats.rebuffers += 1;
     }
-    const frame = { index: header.index, when, bitmap: null, ready: false };
+    this.enqueue(header, image, pcm, when, stats);
+  }
+
+  /* Live input: play each frame right after the previous one, or LIVE_LEAD_S from now if the
+   * stream ran dry (then keep a little more in hand); drop it if that is too far ahead. */
+  handleLive(header, image, pcm, now, stats) {
+    stats.edgeDropped = header.dropped || 0;
+    stats.edgeLagMs = header.lag_ms === undefined ? null : header.lag_ms;
+    if (this.base === null) this.lead = LIVE_LEAD_S;
+    let when = this.base === null ? now + this.lead : this.base + FRAME_S;
+    if (when < now + 0.01) {
+      if (this.base !== null) {
+        this.lead = Math.min(LIVE_LEAD_MAX_S, this.lead + 0.02);
+        stats.rebuffers += 1;
+      }
+      when = now + this.lead;
+    }
+    if (when > now + LIVE_MAX_AHEAD_S) {
+      stats.dropped += 1;
+      return;
+    }
+    this.base = when;
+    this.enqueue(header, image, pcm, when, stats);
+  }
+
+  enqueue(header, image, pcm, when, stats) {
+    const frame = {
+      index: header.index, when, bitmap: null, ready: false, sourceFrame: header.source_frame,
+      inputSample: header.input_sample === undefined ? null : header.input_sample, rms: 0,
+    };
     this.queue.push(frame);
     createImageBitmap(new Blob([image], { type: "image/jpeg" })).then((bitmap) => {
       frame.bitmap = bitmap;
       frame.ready = true;
     }, () => { frame.ready = true; });
-    this.schedule(ctx, pcm, when, stats);
+    frame.rms = this.schedule(this.ctx, pcm, when, stats);
   }
 
   schedule(ctx, pcm, when, stats) {
     const n = pcm.length >> 1;
     const view = new DataView(pcm.buffer, pcm.byteOffset, pcm.byteLength);
     const samples = new Float32Array(n);
-    for (let i = 0; i < n; i++) samples[i] = view.getInt16(2 * i, true) / 32768;
+    let sum = 0;
+    for (let i = 0; i < n; i++) {
+      samples[i] = view.getInt16(2 * i, true) / 32768;
+      sum += samples[i] * samples[i];
+    }
     const buffer = ctx.createBuffer(1, n, 16000);
     buffer.copyToChannel(samples, 0);
     const src = ctx.createBufferSource();
@@ -250,6 +309,7 @@ class Player {
     this.sources.add(src);
     src.start(when);
     stats.audioStarted += 1;
+    return n ? Math.sqrt(sum / n) : 0;
   }
 
   tick(t) {
@@ -276,6 +336,15 @@ class Player {
     stats.painted += 1;
     stats.offsets.push((heard - show.when) * 1000);
     stats.paintTimes.push(t);
+    const painted = performance.now();
+    if (stats.live && this.live && show.inputSample !== null) {
+      const captured = this.live.capturedAt(show.inputSample + 320); // the frame's middle
+      if (captured !== null) {
+        stats.latencies.push(painted - captured);
+        if (stats.latencies.length > 1500) stats.latencies.shift();
+      }
+    }
+    if (this.onPaint) this.onPaint({ ...show, painted, canvas: this.canvas });
     if (stats.firstFrameMs === null) stats.firstFrameMs = performance.now() - stats.requested;
   }
 
@@ -308,7 +377,154 @@ class Player {
       error: s.error,
       rebuffers: s.rebuffers,
       audio_state: this.ctx ? this.ctx.state : "none",
+      live: s.live,
+      latency_ms: quantile(s.latencies.slice(-250), 0.5),
+      latency_p95_ms: quantile(s.latencies.slice(-250), 0.95),
+      latencies: s.latencies.length,
+      edge_dropped: s.edgeDropped,
+      edge_lag_ms: s.edgeLagMs,
     };
+  }
+}
+
+/* ---------------------------------------------------------------- live microphone */
+
+/* The microphone to the edge's WebSocket /live, its frames to the player. `start` throws an
+ * Error with a message for the user when the microphone is denied or missing. */
+class LiveMic {
+  constructor(player, onEnd) {
+    this.player = player;
+    this.onEnd = onEnd;
+    this.ws = null;
+    this.stream = null;
+    this.node = null;
+    this.source = null;
+    this.sink = null;
+    this.level = 0;
+    this.sent = 0; // samples sent, at 16 kHz
+    this.captures = []; // [first sample, last sample + 1, performance.now() when got]
+    this.generation = -1;
+    this.workletLoaded = false;
+  }
+
+  get running() {
+    return this.ws !== null;
+  }
+
+  /* When the page got input sample `sample` (16 kHz count) from the microphone. */
+  capturedAt(sample) {
+    const c = this.captures;
+    while (c.length > 1 && c[0][1] <= sample) c.shift();
+    for (const [from, to, t] of c) {
+      if (sample >= from && sample < to) return t - ((to - sample) / 16000) * 1000;
+    }
+    return null;
+  }
+
+  async start(avatar, monitor) {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      throw new Error("This browser gives no microphone access here (it needs https or localhost).");
+    }
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({
+        audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      });
+    } catch (e) {
+      if (e.name === "NotAllowedError" || e.name === "SecurityError") {
+        throw new Error("Microphone access was denied: allow it in the browser's site settings, then press Start again.");
+      }
+      if (e.name === "NotFoundError" || e.name === "OverconstrainedError" || e.name === "NotReadableError") {
+        throw new Error("No usable microphone was found: connect one (or free it from another app), then press Start again.");
+      }
+      throw new Error(`The microphone could not be opened: ${e.message || e.name}`);
+    }
+    const player = this.player;
+    player.stop("replaced");
+    const ctx = player.audio();
+    if (!this.workletLoaded) {
+      await ctx.audioWorklet.addModule("/static/mic-worklet.js");
+      this.workletLoaded = true;
+    }
+    this.stream = stream;
+    this.sent = 0;
+    this.captures = [];
+    this.generation = player.generation;
+    const generation = this.generation;
+    player.live = this;
+    player.gain.gain.value = monitor ? 1 : 0;
+    const stats = (player.stats = newStats());
+    stats.requested = performance.now();
+    stats.status = "connecting";
+    const rate = ctx.sampleRate;
+    this.source = ctx.createMediaStreamSource(stream);
+    this.node = new AudioWorkletNode(ctx, "mic-capture", {
+      processorOptions: { chunk: Math.round(rate * LIVE_CHUNK_S) },
+    });
+    this.sink = ctx.createGain();
+    this.sink.gain.value = 0; // keeps the worklet pulled by the graph, silently
+    this.source.connect(this.node);
+    this.node.connect(this.sink);
+    this.sink.connect(ctx.destination);
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const ws = (this.ws = new WebSocket(`${scheme}://${location.host}/live`));
+    ws.binaryType = "arraybuffer";
+    const parser = new AvStreamReader();
+    ws.onopen = () => {
+      ws.send(JSON.stringify({ type: "config", sample_rate: rate, avatar }));
+      stats.status = "streaming";
+    };
+    ws.onmessage = (ev) => {
+      if (generation !== player.generation) return;
+      for (const msg of parser.push(new Uint8Array(ev.data))) player.handle(msg, ctx, stats);
+    };
+    ws.onclose = (ev) => { // the edge ended the session (Stop detaches this handler)
+      if (this.ws !== ws) return;
+      this.release();
+      stats.status = ev.code === 1000 ? "complete" : "error";
+      if (ev.code !== 1000) stats.error = `${ev.code}: ${ev.reason || "connection lost"}`;
+      if (this.onEnd) this.onEnd(stats, false);
+    };
+    this.node.port.onmessage = (ev) => {
+      this.level = ev.data.rms;
+      if (ws.readyState !== WebSocket.OPEN) return;
+      const n = ev.data.pcm.byteLength / 2;
+      const from = this.sent;
+      this.sent += (n * 16000) / rate;
+      this.captures.push([from, this.sent, performance.now()]);
+      if (this.captures.length > 1000) this.captures.shift();
+      ws.send(ev.data.pcm);
+    };
+  }
+
+  setMonitor(on) {
+    if (this.running && this.player.gain) this.player.gain.gain.value = on ? 1 : 0;
+  }
+
+  /* Stop: close the socket (the edge ends the session) and silence the avatar at once. */
+  stop() {
+    if (!this.running) return;
+    const ws = this.ws;
+    const stats = this.player.stats;
+    ws.onclose = null;
+    this.release();
+    this.player.stop("stopped");
+    try { ws.close(1000, "stopped"); } catch (e) { /* already closed */ }
+    stats.status = "cancelled";
+    if (this.onEnd) this.onEnd(stats, true);
+  }
+
+  release() {
+    if (this.stream) for (const track of this.stream.getTracks()) track.stop();
+    for (const node of [this.source, this.node, this.sink]) {
+      if (node) try { node.disconnect(); } catch (e) { /* not connected */ }
+    }
+    if (this.node) this.node.port.onmessage = null;
+    this.stream = this.source = this.node = this.sink = null;
+    this.ws = null;
+    this.level = 0;
+    if (this.player.live === this) this.player.live = null;
+    if (this.player.gain) this.player.gain.gain.value = 1;
   }
 }
 
@@ -316,7 +532,8 @@ class Player {
 
 const player = new Player($("stage"));
 let sessionId = null;
-window.synctalk = { player, figures: () => player.figures(), runs: 0, done: 0 };
+const mic = new LiveMic(player, micEnded);
+window.synctalk = { player, mic, figures: () => player.figures(), runs: 0, done: 0 };
 
 function setStatus(text, kind) {
   const el = $("status");
@@ -331,6 +548,7 @@ function busy(on) {
   running += on ? 1 : -1;
   $("stop").disabled = running === 0;
   $("stop-audio").disabled = running === 0;
+  $("mic-stop").disabled = running === 0;
 }
 
 function fmt(x, digits, unit) {
@@ -348,6 +566,9 @@ function showFigures() {
   $("fig-offset").textContent = f.av_offset_ms === null ? "-"
     : `${fmt(f.av_offset_ms, 1, " ms")} (worst ${fmt(f.av_offset_max_ms, 0)})`;
   $("fig-buffer").textContent = fmt(Math.max(0, f.buffered_ms), 0, " ms");
+  $("fig-latency").textContent = f.latency_ms === null ? "-"
+    : `${fmt(f.latency_ms, 0, " ms")} (p95 ${fmt(f.latency_p95_ms, 0)})`;
+  $("fig-edge-dropped").textContent = f.live ? `${f.edge_dropped}` : "-";
   $("fig-session").textContent = f.session ? f.session.slice(0, 8) + "…" : "-";
   $("fig-session").title = f.session || "";
 }
@@ -372,6 +593,7 @@ async function reportFigures(stats) {
 /* `makeRequest(sid)` gives [url, init]; a session the server no longer knows (it restarted,
  * or the session expired) is dropped and the request made once more without it. */
 async function run(makeRequest) {
+  mic.stop(); // barge-in on the live microphone too
   window.synctalk.runs += 1;
   $("download").hidden = true;
   busy(true);
@@ -440,6 +662,10 @@ function animateFile() {
 }
 
 async function stop() {
+  if (mic.running) {
+    mic.stop();
+    return;
+  }
   const sid = sessionId;
   player.stop("stopped");
   if (sid) {
@@ -449,14 +675,45 @@ async function stop() {
 }
 
 function selectTab(which) {
-  const text = which === "text";
-  $("tab-text").classList.toggle("active", text);
-  $("tab-audio").classList.toggle("active", !text);
-  $("tab-text").setAttribute("aria-selected", String(text));
-  $("tab-audio").setAttribute("aria-selected", String(!text));
-  $("panel-text").hidden = !text;
-  $("panel-audio").hidden = text;
+  for (const name of ["text", "audio", "mic"]) {
+    const on = name === which;
+    $(`tab-${name}`).classList.toggle("active", on);
+    $(`tab-${name}`).setAttribute("aria-selected", String(on));
+    $(`panel-${name}`).hidden = !on;
+  }
 }
+
+async function startMic() {
+  if (mic.running) return;
+  window.synctalk.runs += 1;
+  $("download").hidden = true;
+  setStatus("Opening the microphone…");
+  try {
+    await mic.start($("avatar").value, $("mic-monitor").checked);
+  } catch (e) {
+    setStatus(e.message || String(e), "error");
+    window.synctalk.done += 1;
+    return;
+  }
+  busy(true);
+  $("mic-start").disabled = true;
+  setStatus("Listening: talk, and the avatar speaks with your voice.");
+}
+
+function micEnded(stats, userStopped) {
+  busy(false);
+  $("mic-start").disabled = false;
+  $("mic-level").style.width = "0";
+  if (userStopped) setStatus("Stopped.");
+  else if (stats.status === "error") setStatus(`Live session ended: ${stats.error}`, "error");
+  else setStatus("Live session ended.");
+  window.synctalk.done += 1;
+  showFigures();
+}
+
+setInterval(() => {
+  if (mic.running) $("mic-level").style.width = `${Math.min(100, Math.sqrt(mic.level) * 180).toFixed(0)}%`;
+}, 60);
 
 async function loadChoices() {
   try {
@@ -539,6 +796,11 @@ $("stop").addEventListener("click", stop);
 $("stop-audio").addEventListener("click", stop);
 $("tab-text").addEventListener("click", () => selectTab("text"));
 $("tab-audio").addEventListener("click", () => selectTab("audio"));
+$("tab-mic").addEventListener("click", () => selectTab("mic"));
+$("mic-start").addEventListener("click", startMic);
+$("mic-stop").addEventListener("click", stop);
+$("mic-monitor").addEventListener("change", () => mic.setMonitor($("mic-monitor").checked));
+window.addEventListener("pagehide", () => mic.stop());
 $("avatar").addEventListener("change", drawStill);
 $("text").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) speak();
