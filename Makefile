@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint proto bench audit
+.PHONY: setup demo test test-unit lint proto bench audit
 
 setup:
 	./scripts/bootstrap.sh
@@ -15,6 +15,10 @@ test: setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m synctalk.rpc.codegen --check
 	$(PY) -m pytest -q -ra
+
+# The fast in-process tests only (tests/integration starts real servers and processes).
+test-unit: setup
+	$(PY) -m pytest -q -ra tests/unit
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -50,7 +50,7 @@ from synctalk.render.device_frames import DeviceFrames
 from synctalk.render.encode import DEFAULT_JPEG_QUALITY, encode_jpeg
 from synctalk.render.pipeline import FrameCache, FrameJob, FramePipeline, RenderModel
 from synctalk.render.resident import ResidentPipeline
-from tests.avatar_fixtures import make_avatar
+from tests.support.avatars import make_avatar
 
 FRAME_S = 0.04
 DEMO = REPO_ROOT / "assets" / "avatars" / "demo"
@@ -196,9 +196,9 @@ def bench_service(store: Path, avatar: str, prof: Profile, args: argparse.Namesp
         models={"device": prof.device, "backend": "torch", "avatars_dir": str(store),
                 "unet_compile": gpu and not args.no_compile and avatar == "hd",
                 "unet_compile_budget_s": args.compile_budget, "warmup": gpu},
-        services={"render_resident": "on", "default_avatar": avatar, "drain_grace_s": 1.0,
-                  "max_concurrent_streams": max(64, 2 * prof.streams),
-                  "render_batch_deadline_s": 0.0})
+        services={"default_avatar": avatar},
+        renderer={"resident": "on", "batch_deadline_s": 0.0},
+        server={"drain_grace_s": 1.0, "max_concurrent_streams": max(64, 2 * prof.streams)})
     windows = rng.standard_normal((32, 32, 16, 16)).astype(np.float32)
 
     async def main() -> dict[str, Any]:

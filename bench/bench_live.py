@@ -14,7 +14,7 @@ every frame that comes back it takes the middle sample of the frame's 40 ms of a
     mouth-to-ear:     that plus the page's live jitter buffer (LIVE_LEAD_S = 80 ms in
                       services/edge/static/app.js), i.e. when the page paints the frame and
                       plays its sound, if it paints on time (the browser test
-                      tests/test_web_live.py measures the painted figure in Chromium).
+                      tests/integration/test_web_live.py measures the painted figure in Chromium).
 
 It prints the median and p95 of both, frames received and dropped (by the edge, reported in
 the frame headers), and the median per window of `--window-s`; drift is the last full

@@ -50,7 +50,7 @@ from synctalk.models.int8 import Calibration
 from synctalk.models.runner_factory import build_unet_runner
 from synctalk.render.encode import DEFAULT_JPEG_QUALITY, encode_jpeg
 from synctalk.render.pipeline import FrameCache, FrameJob, FramePipeline, RenderModel
-from tests.avatar_fixtures import make_1080p_avatar, speech_with_pauses
+from tests.support.avatars import make_1080p_avatar, speech_with_pauses
 
 NAME = "hd"
 
@@ -96,7 +96,7 @@ def service_fps(store: Path, backend: str, threads: int, batch: int, frames: int
 
     cfg = load_settings(models={"device": "cpu", "backend": backend, "threads": threads,
                                 "avatars_dir": str(store)},
-                        services={"render_batch_size": batch, "drain_grace_s": 1.0})
+                        renderer={"batch_size": batch}, server={"drain_grace_s": 1.0})
     windows = rng.standard_normal((frames, 32, 16, 16)).astype(np.float32)
 
     def request(i: int) -> renderer_pb2.RenderRequest:

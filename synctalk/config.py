@@ -102,15 +102,52 @@ class TransportConfig(BaseModel):
     def _clients_within_server_policy(self) -> TransportConfig:
         if self.min_ping_interval_s > self.keepalive_time_s:
             raise ValueError(
-                f"transport.min_ping_interval_s ({self.min_ping_interval_s}) must not exceed "
-                f"transport.keepalive_time_s ({self.keepalive_time_s}): servers would answer "
-                "GOAWAY too_many_pings"
+                f"server.transport.min_ping_interval_s ({self.min_ping_interval_s}) must not "
+                f"exceed server.transport.keepalive_time_s ({self.keepalive_time_s}): servers "
+                "would answer GOAWAY too_many_pings"
             )
         return self
 
 
+class ServerConfig(BaseModel):
+    """Every gRPC server's limits (synctalk/rpc/server.py) and the transport policy its
+    clients share; `SYNCTALK_SERVER__…` in the environment."""
+
+    max_message_bytes: int = 8 * 1024 * 1024  # both directions, servers and channels
+    max_concurrent_streams: int = 64  # HTTP/2 streams per connection
+    drain_grace_s: float = 10.0  # on SIGTERM: how long in-flight streams may finish
+    transport: TransportConfig = Field(default_factory=TransportConfig)
+
+
+class RendererConfig(BaseModel):
+    """The renderer service (services/renderer, docs/renderer.md); `SYNCTALK_RENDERER__…`."""
+
+    max_frames: int = 25 * 600  # frames per stream, then RESOURCE_EXHAUSTED
+    jpeg_quality: int = 85  # when a stream asks for 0 (the default)
+    batch_size: int = 8
+    batch_wait_ms: float = 5.0
+    frame_cache_mb: int = 2048  # decoded avatar source frames kept per renderer
+    model_cache: int = 4  # loaded (avatar, mode) U-Nets per renderer
+    inflight_per_batch: int = 2  # a stream's queued frames, in batches (backpressure)
+    # The device-resident renderer (docs/renderer.md): "auto" = on when the renderer runs on
+    # CUDA, "on" = also on the CPU device (tests, bench), "off" = the host path everywhere.
+    resident: Literal["auto", "on", "off"] = "auto"
+    gpu_batch_size: int = 64  # batch size of the resident path on CUDA
+    gpu_batch_wait_ms: float = 10.0
+    device_frames_mb: int = 16384  # resident avatar frames per GPU renderer (LRU)
+    # A batch running longer than this ends its streams with UNAVAILABLE and turns the
+    # renderer's health NOT_SERVING until a batch completes again (0 = no deadline).
+    batch_deadline_s: float = 30.0
+
+    def batching(self, on_gpu: bool) -> tuple[int, float]:
+        """(frames per batch, ms a batch waits to fill) for the host or the CUDA path."""
+        if on_gpu:
+            return self.gpu_batch_size, self.gpu_batch_wait_ms
+        return self.batch_size, self.batch_wait_ms
+
+
 class ServicesConfig(BaseModel):
-    """Addresses, ports and limits of the four services."""
+    """Addresses and ports of the four services, and the edge's limits."""
 
     host: str = "127.0.0.1"
     tts_port: int = 50061
@@ -129,26 +166,7 @@ class ServicesConfig(BaseModel):
     tts_metrics_port: int = 0
     audio_features_metrics_port: int = 0
     renderer_metrics_port: int = 0
-    max_message_bytes: int = 8 * 1024 * 1024
-    max_concurrent_streams: int = 64
-    drain_grace_s: float = 10.0
     max_stream_seconds: float = 600.0
-    max_render_frames: int = 25 * 600
-    render_batch_size: int = 8
-    render_frame_cache_mb: int = 2048  # decoded avatar source frames kept per renderer
-    render_model_cache: int = 4  # loaded (avatar, mode) U-Nets per renderer
-    render_inflight_per_batch: int = 2  # a stream's queued frames, in batches (backpressure)
-    render_batch_wait_ms: float = 5.0
-    # The device-resident renderer (docs/renderer.md): "auto" = on when the renderer runs on
-    # CUDA, "on" = also on the CPU device (tests, bench), "off" = the host path everywhere.
-    render_resident: Literal["auto", "on", "off"] = "auto"
-    render_gpu_batch_size: int = 64  # batch size of the resident path on CUDA
-    render_gpu_batch_wait_ms: float = 10.0
-    render_device_frames_mb: int = 16384  # resident avatar frames per GPU renderer (LRU)
-    # A batch running longer than this ends its streams with UNAVAILABLE and turns the
-    # renderer's health NOT_SERVING until a batch completes again (0 = no deadline).
-    render_batch_deadline_s: float = 30.0
-    jpeg_quality: int = 85
     max_sessions: int = 16
     default_avatar: str = "demo"
     max_upload_bytes: int = 50 * 1024 * 1024
@@ -191,7 +209,6 @@ class ServicesConfig(BaseModel):
     # Per-client token bucket over generation requests and Animate calls; 0 = no limit.
     rate_limit_per_s: float = Field(default=10.0, ge=0)
     rate_limit_burst: int = Field(default=60, ge=1)
-    transport: TransportConfig = Field(default_factory=TransportConfig)
 
 
 class Settings(BaseSettings):
@@ -210,6 +227,8 @@ class Settings(BaseSettings):
     tts: TTSConfig = Field(default_factory=TTSConfig)
     debug: DebugConfig = Field(default_factory=DebugConfig)
     services: ServicesConfig = Field(default_factory=ServicesConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    renderer: RendererConfig = Field(default_factory=RendererConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -24,7 +24,7 @@ log = get_logger("synctalk.metrics")
 
 def metrics_port(services: ServicesConfig, service: str) -> int:
     """The service's own `<service>_metrics_port` if set, else the shared `metrics_port`."""
-    own = getattr(services, f"{service}_metrics_port", 0)
+    own = getattr(services, f"{service}_metrics_port")
     return own or services.metrics_port
 
 

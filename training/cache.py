@@ -36,7 +36,7 @@ from synctalk.avatar.layout import (
     training_cache_dir,
 )
 from synctalk.log import get_logger
-from training.checkpoints import DiskFullError, atomic_write_bytes, is_disk_full
+from training.checkpoints import atomic_replace, atomic_write_bytes
 from training.datasets import AvatarArrays, CropFn
 from training.distributed import DistContext, barrier
 from training.profiles import Profile
@@ -114,8 +114,7 @@ def _crop_range(data: AvatarArrays, out: np.ndarray, start: int, stop: int) -> N
 
 def _write_crops(data: AvatarArrays, path: Path, workers: int) -> None:
     n = len(data)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_replace(path, "training cache") as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, CROP, CROP, 3))
         fd = os.open(tmp, os.O_RDWR)
         try:
@@ -132,12 +131,6 @@ def _write_crops(data: AvatarArrays, path: Path, workers: int) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and is_disk_full(exc):
-            raise DiskFullError(path, "training cache", exc) from exc
-        raise
 
 
 def build_cache(avatar_dir: str | Path, data: AvatarArrays, *, workers: int | None = None,

@@ -19,9 +19,11 @@ a full disk never leaves a torn checkpoint: the previous one stays, and a full d
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,25 +76,32 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[written:]
 
 
-def atomic_write_bytes(path: Path, data: bytes | memoryview, what: str = "checkpoint") -> None:
-    """Write `data` to `path` all or nothing: a temporary file in the same folder, fsync, an
-    atomic rename, then an fsync of the folder. On any failure the temporary file is removed
-    and `path` keeps its previous content; a full disk raises `DiskFullError`, which says so."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+@contextlib.contextmanager
+def atomic_replace(path: Path, what: str) -> Iterator[Path]:
+    """A temporary path beside `path` for the caller to write and fsync; on success it replaces
+    `path` atomically, on any failure it is removed and `path` keeps its previous content. A
+    full disk raises `DiskFullError`, which says so."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            _write_all(fd, memoryview(data))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        yield tmp
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and is_disk_full(exc):
             raise DiskFullError(path, what, exc) from exc
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes | memoryview, what: str = "checkpoint") -> None:
+    """Write `data` to `path` all or nothing (`atomic_replace`), then fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_replace(path, what) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, memoryview(data))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -39,19 +39,18 @@ def load_extractors(settings: Settings) -> dict[str, FeatureExtractor]:
 
 
 def build_server(settings: Settings, host: str, port: int) -> GrpcServer:
-    svc = settings.services
     workers = settings.models.threads or os.cpu_count() or 2
     servicer = AudioFeaturesServicer(
         load_extractors(settings),
         settings.models.feature_mode,
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="features"),
-        svc.max_stream_seconds,
+        settings.services.max_stream_seconds,
     )
 
     def register(server: grpc.aio.Server) -> None:
         audio_features_pb2_grpc.add_AudioFeaturesServicer_to_server(servicer, server)
 
-    return service_server(svc, SERVICE_NAME, register, host, port)
+    return service_server(settings.server, SERVICE_NAME, register, host, port)
 
 
 async def serve(settings: Settings, host: str, port: int) -> None:

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.edge.balancer import RendererPool
 from services.edge.errors import EdgeError, from_rpc, unknown
-from synctalk.config import ServicesConfig
+from synctalk.config import ServerConfig, ServicesConfig
 from synctalk.rpc.channel import dial
 from synctalk.rpc.gen.lipsync.v1 import (
     audio_features_pb2,
@@ -63,9 +63,10 @@ class Downstream:
     """Stubs for the three downstream services plus cached avatar and voice lookups."""
 
     def __init__(
-        self, services: ServicesConfig, *, default_avatar: str, feature_mode: str
+        self, services: ServicesConfig, server: ServerConfig, *, default_avatar: str,
+        feature_mode: str,
     ) -> None:
-        cap, transport = services.max_message_bytes, services.transport
+        cap, transport = server.max_message_bytes, server.transport
         self.channels = {
             TTS: dial(services.tts_target, cap, transport),
             FEATURES: dial(services.audio_features_target, cap, transport),

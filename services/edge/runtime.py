@@ -12,16 +12,15 @@ stream that will not close) can never keep a slot.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
 
 from services.edge.clients import AvatarMeta, Downstream
-from services.edge.debug import DebugRecorder
+from services.edge.delivery import DeliveryRecord
 from services.edge.errors import EdgeError, bad_input
 from services.edge.metrics import EdgeMetrics
 from services.edge.orchestrator import Frame, Utterance, UtteranceConfig, UtteranceInterrupted
-from services.edge.results import ResultRecorder, ResultStore
+from services.edge.results import ResultStore
 from services.edge.sessions import Lease, Session, SessionManager
 from services.edge.speech import check_speech_length
 from services.edge.validation import MAX_AVATAR_CHARS, MAX_VOICE_CHARS, check_name, check_unicode
@@ -30,15 +29,13 @@ from synctalk.config import Settings
 from synctalk.log import get_logger
 from synctalk.rpc.gen.lipsync.v1 import common_pb2
 
-DEFAULT_AVATAR = "demo"  # until the config grows `services.default_avatar`
-MAX_RESULT_SECONDS = 120.0
 STREAM_DEADLINE_MARGIN_S = 60.0
 
 log = get_logger("services.edge")
 
 
 def default_avatar(settings: Settings) -> str:
-    return str(getattr(settings.services, "default_avatar", "") or DEFAULT_AVATAR)
+    return settings.services.default_avatar
 
 
 @dataclass(frozen=True)
@@ -58,7 +55,7 @@ class EdgeRuntime:
         self.settings = settings
         self.debug = settings.debug.model_copy()
         self.downstream = downstream or Downstream(
-            settings.services,
+            settings.services, settings.server,
             default_avatar=default_avatar(settings),
             feature_mode=settings.models.feature_mode,
         )
@@ -102,28 +99,9 @@ class EdgeRuntime:
 
     async def start(self, session: Session, request: Request, avatar: AvatarMeta) -> Utterance:
         """Open a new utterance on `session` (interrupting its current one) and start it."""
-        start_frame = session.next_start_frame if avatar.num_frames > 0 else 0
-        if avatar.num_frames > 0:
-            start_frame = min(start_frame, avatar.num_frames - 1)
         mode = self.downstream.feature_mode_for(avatar)
         lookahead = await self.downstream.lookahead_frames(mode)
-        config = UtteranceConfig(
-            avatar=avatar.name,
-            feature_mode=mode,
-            lookahead_frames=lookahead,
-            voice=request.voice,
-            encoding=request.encoding,
-            jpeg_quality=request.jpeg_quality,
-            start_frame=start_frame,
-            index_offset=session.next_index if session.kind == "grpc" else 0,
-            tail_flush_s=request.tail_flush_s,
-            stream_timeout_s=self.settings.services.max_stream_seconds + STREAM_DEADLINE_MARGIN_S,
-            max_speech_samples=int(self.settings.services.max_stream_seconds * SAMPLE_RATE)
-            if request.input == "text" else None,
-            stall_probe_s=self.settings.services.stall_probe_s,
-            stage_timeout_s=self.settings.services.stage_timeout_s,
-            first_frame_timeout_s=self.settings.services.first_frame_timeout_s,
-        )
+        config = utterance_config(self.settings, session, request, avatar, mode, lookahead)
         utterance = Utterance(self.downstream, config, session.id,
                               text_input=request.input == "text")
         self.sessions.begin(session, utterance)
@@ -143,51 +121,20 @@ class EdgeRuntime:
     ) -> AsyncGenerator[Frame, None]:
         """The utterance's frames, with metrics, debug dumps and the result recorded; ends
         the utterance (cancelling what still runs) however the consumer stops."""
-        try:
-            debug = DebugRecorder.maybe(self.debug, session)
-        except Exception as err:  # noqa: BLE001 - a dump must never stop the stream
-            log.warning("debug.unavailable", session_id=session.id, error=repr(err))
-            debug = None
-        result = ResultRecorder(int(MAX_RESULT_SECONDS * 25))
-        metrics = self.metrics
-        outcome = "disconnected"
-        last_source = -1
-        first = True
+        record = DeliveryRecord(self.metrics, self.debug, session, input_kind, started, avatar)
         try:
             async for frame in utterance.frames():
-                if first:
-                    first = False
-                    metrics.time_to_first_frame.labels(input_kind).observe(
-                        time.monotonic() - started)
-                metrics.frames.labels(input_kind).inc()
-                metrics.frame_latency.observe(frame.render_latency_s)
-                if debug is not None:
-                    debug.add(frame)
-                result.add(frame)
-                last_source = frame.source_frame
-                session.next_index = frame.index + 1
+                record.add(frame)
                 yield frame
-            outcome = "complete"
-            if self.results.put(session.id, result):
-                session.last_result = f"/result/{session.id}.mp4"
-            else:
-                session.last_result = None
+            record.complete(self.results)
         except UtteranceInterrupted as err:
-            outcome = err.reason
+            record.outcome = err.reason
             raise
         except EdgeError as err:
-            outcome = "error"
-            metrics.downstream_errors.labels(err.service, err.code.name).inc()
+            record.failed(err)
             raise
         finally:
-            if last_source >= 0 and avatar.num_frames > 1:
-                nxt = last_source + 1
-                session.next_start_frame = nxt if nxt < avatar.num_frames else last_source - 1
-            metrics.utterances.labels(input_kind, outcome).inc()
-            log.info("utterance.end", session_id=session.id, outcome=outcome,
-                     frames=utterance.stats.frames, samples=utterance.timeline.samples)
-            await self.end_utterance(session, utterance, "client gone",
-                                     debug.close() if debug is not None else None)
+            await self.end_utterance(session, utterance, "client gone", record.end(utterance))
 
     async def end_utterance(self, session: Session, utterance: Utterance, reason: str,
                             *after: Awaitable[None] | None) -> None:
@@ -203,6 +150,33 @@ class EdgeRuntime:
         finally:
             self.sessions.finish(session, utterance)
             self.metrics.active_sessions.set(self.sessions.active)
+
+
+def utterance_config(settings: Settings, session: Session, request: Request,
+                     avatar: AvatarMeta, mode: str, lookahead: int) -> UtteranceConfig:
+    """The settings of `session`'s next utterance: it starts where the last one left the
+    avatar, and a gRPC session's frames count on across utterances."""
+    start_frame = session.next_start_frame if avatar.num_frames > 0 else 0
+    if avatar.num_frames > 0:
+        start_frame = min(start_frame, avatar.num_frames - 1)
+    services = settings.services
+    return UtteranceConfig(
+        avatar=avatar.name,
+        feature_mode=mode,
+        lookahead_frames=lookahead,
+        voice=request.voice,
+        encoding=request.encoding,
+        jpeg_quality=request.jpeg_quality,
+        start_frame=start_frame,
+        index_offset=session.next_index if session.kind == "grpc" else 0,
+        tail_flush_s=request.tail_flush_s,
+        stream_timeout_s=services.max_stream_seconds + STREAM_DEADLINE_MARGIN_S,
+        max_speech_samples=int(services.max_stream_seconds * SAMPLE_RATE)
+        if request.input == "text" else None,
+        stall_probe_s=services.stall_probe_s,
+        stage_timeout_s=services.stage_timeout_s,
+        first_frame_timeout_s=services.first_frame_timeout_s,
+    )
 
 
 class Admission:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import Iterator
 
 import grpc
 import uvicorn
 
-from services.edge import live
+from services.edge import live_protocol
 from services.edge.access import AccessPolicy
 from services.edge.animate import AvatarServicer
 from services.edge.app import create_app
@@ -22,7 +21,7 @@ from services.edge.runtime import EdgeRuntime
 from synctalk.config import Settings
 from synctalk.log import get_logger
 from synctalk.rpc.gen.lipsync.v1 import avatar_pb2, avatar_pb2_grpc
-from synctalk.rpc.server import GrpcServer, service_server
+from synctalk.rpc.server import GrpcServer, service_server, stop_signal
 
 SERVICE_NAME = avatar_pb2.DESCRIPTOR.services_by_name["Avatar"].full_name
 
@@ -36,7 +35,7 @@ def build_grpc_server(runtime: EdgeRuntime, host: str, port: int) -> GrpcServer:
     def register(server: grpc.aio.Server) -> None:
         avatar_pb2_grpc.add_AvatarServicer_to_server(servicer, server)
 
-    return service_server(svc, SERVICE_NAME, register, host, port)
+    return service_server(runtime.settings.server, SERVICE_NAME, register, host, port)
 
 
 class _Uvicorn(uvicorn.Server):
@@ -59,8 +58,8 @@ class EdgeServer:
         self.grpc = build_grpc_server(self.runtime, host, grpc_port)
         config = uvicorn.Config(
             self.app, host=host, port=http_port, log_config=None, access_log=False,
-            timeout_graceful_shutdown=max(1, int(settings.services.drain_grace_s)),
-            ws="websockets-sansio", ws_max_size=live.MAX_MESSAGE_BYTES,
+            timeout_graceful_shutdown=max(1, int(settings.server.drain_grace_s)),
+            ws="websockets-sansio", ws_max_size=live_protocol.MAX_MESSAGE_BYTES,
             ws_per_message_deflate=False, lifespan="on",
         )
         self.http = _Uvicorn(config)
@@ -102,10 +101,7 @@ class EdgeServer:
 
     async def run_until_signal(self) -> None:
         await self.start()
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_signal()
         done = asyncio.ensure_future(self._wait_http())
         waiter = asyncio.ensure_future(stop.wait())
         await asyncio.wait([done, waiter], return_when=asyncio.FIRST_COMPLETED)

@@ -1,6 +1,6 @@
 """Checks on Render's messages. Each violation is an RpcError naming the field path, e.g.
 `frame.features.shape: expected [32,16,16], got [16,512]` (INVALID_ARGUMENT), or
-RESOURCE_EXHAUSTED for a stream past `max_render_frames`."""
+RESOURCE_EXHAUSTED for a stream past `renderer.max_frames`."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ class FrameChecker:
             raise invalid("frame.index", f"expected {self.expected} (frames in order from 0), "
                                          f"got {frame.index}")
         if frame.index >= self.max_frames:
-            raise exhausted(f"stream longer than max_render_frames={self.max_frames}")
+            raise exhausted(f"stream longer than renderer.max_frames={self.max_frames}")
         mode = frame.mode or self.mode or self.default_mode
         if mode not in AUDIO_SHAPES:
             raise invalid("frame.mode", f"unknown feature mode {mode!r} "

@@ -39,9 +39,9 @@ log = get_logger("services.renderer")
 def resident_device(settings: Settings) -> str | None:
     """Where the resident pipeline runs ("cuda", "cpu"), or None for the host path.
 
-    `services.render_resident`: "auto" = on CUDA only, when torch and the CUDA kernels both
-    work; "on" = also on the CPU device; "off" = never."""
-    mode = settings.services.render_resident
+    `renderer.resident`: "auto" = on CUDA only, when torch and the CUDA kernels both work;
+    "on" = also on the CPU device; "off" = never."""
+    mode = settings.renderer.resident
     if mode == "off":
         return None
     try:
@@ -57,8 +57,7 @@ def resident_device(settings: Settings) -> str | None:
 
 
 def build_servicer(settings: Settings) -> RendererServicer:
-    svc = settings.services
-    models = settings.models
+    config, models = settings.renderer, settings.models
     workers = models.threads or os.cpu_count() or 2
     if models.warmup:
         try:
@@ -68,31 +67,24 @@ def build_servicer(settings: Settings) -> RendererServicer:
     device = resident_device(settings)
     device_frames = None
     pipeline: FramePipeline | ResidentPipeline
-    batch_size, batch_wait_ms = svc.render_batch_size, svc.render_batch_wait_ms
     if device is not None:
-        device_frames = DeviceFrames(device, svc.render_device_frames_mb * 1024**2,
+        device_frames = DeviceFrames(device, config.device_frames_mb * 1024**2,
                                      on_change=metrics.RESIDENT_AVATAR_BYTES.set)
         pipeline = ResidentPipeline(device_frames, encode_threads=workers)
-        if device == "cuda":
-            batch_size, batch_wait_ms = svc.render_gpu_batch_size, svc.render_gpu_batch_wait_ms
     else:
         pipeline = FramePipeline(select_backend("cpu" if models.device == "cpu" else "auto"))
-    log.info("render.pipeline", resident=device is not None, device=device or "host",
-             batch_size=batch_size, batch_wait_ms=batch_wait_ms)
     servicer = RendererServicer(
         AvatarStore(Path(models.avatars_dir), models,
-                    FrameCache(svc.render_frame_cache_mb * 1024**2), svc.render_model_cache,
+                    FrameCache(config.frame_cache_mb * 1024**2), config.model_cache,
                     device_frames=device_frames),
         pipeline,
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render-encode"),
-        batch_size=batch_size,
-        batch_wait_ms=batch_wait_ms,
-        max_frames=svc.max_render_frames,
-        jpeg_quality=svc.jpeg_quality,
+        config,
         default_mode=models.feature_mode,
-        inflight_per_batch=svc.render_inflight_per_batch,
-        batch_deadline_s=svc.render_batch_deadline_s,
     )
+    log.info("render.pipeline", resident=device is not None, device=device or "host",
+             batch_size=servicer.batcher.max_batch,
+             batch_wait_ms=servicer.batcher.max_wait_s * 1000)
     if device == "cuda" and models.warmup:
         warm_gpu(servicer, settings)
     return servicer
@@ -131,13 +123,12 @@ def warm_gpu(servicer: RendererServicer, settings: Settings) -> None:
 
 def build_server(settings: Settings, host: str, port: int,
                  servicer: RendererServicer | None = None) -> GrpcServer:
-    svc = settings.services
     servicer = servicer or build_servicer(settings)
 
     def register(server: grpc.aio.Server) -> None:
         renderer_pb2_grpc.add_RendererServicer_to_server(servicer, server)
 
-    server = service_server(svc, SERVICE_NAME, register, host, port)
+    server = service_server(settings.server, SERVICE_NAME, register, host, port)
 
     async def set_health(serving: bool) -> None:
         status = (health_pb2.HealthCheckResponse.SERVING if serving

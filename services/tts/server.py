@@ -18,7 +18,6 @@ SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["TextToSpeech"].full_name
 
 
 def build_server(settings: Settings, host: str, port: int) -> GrpcServer:
-    svc = settings.services
     workers = settings.models.threads or os.cpu_count() or 2
     servicer = TextToSpeechServicer(
         load_voices(settings.tts, warmup=settings.models.warmup),
@@ -29,7 +28,7 @@ def build_server(settings: Settings, host: str, port: int) -> GrpcServer:
     def register(server: grpc.aio.Server) -> None:
         tts_pb2_grpc.add_TextToSpeechServicer_to_server(servicer, server)
 
-    return service_server(svc, SERVICE_NAME, register, host, port)
+    return service_server(settings.server, SERVICE_NAME, register, host, port)
 
 
 async def serve(settings: Settings, host: str, port: int) -> None:

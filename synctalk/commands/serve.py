@@ -83,7 +83,7 @@ async def run_stack(settings: Settings, http_port: int | None = None) -> int:
     try:
         for name in BACKENDS:
             port = getattr(svc, SERVICES[name][1])
-            children[name] = subprocess.Popen(
+            children[name] = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once
                 [sys.executable, "-m", "synctalk", "serve", name, "--host", LOCALHOST,
                  "--port", str(port)],
                 env={**os.environ, "SYNCTALK_SERVICE_NAME": name},
@@ -107,7 +107,7 @@ async def run_stack(settings: Settings, http_port: int | None = None) -> int:
               file=sys.stderr)
         return 1
     finally:
-        _stop_children(children, settings.services.drain_grace_s)
+        _stop_children(children, settings.server.drain_grace_s)
 
 
 class _ChildFailed(Exception):

@@ -33,8 +33,8 @@ class MicroBatcher(Generic[Item, Result]):
     def __init__(
         self,
         run_batch: Callable[[Sequence[Item]], Sequence[Result]],
-        max_batch: int = 8,
-        max_wait_ms: float = 5.0,
+        max_batch: int,
+        max_wait_ms: float,
         *,
         deadline_s: float = 0.0,
         stall_error: Callable[[int, float], BaseException] | None = None,
@@ -117,7 +117,7 @@ class MicroBatcher(Generic[Item, Result]):
                 started = time.perf_counter()
                 self._on_batch(len(live), [started - t for _, fut, t in batch
                                            if not fut.cancelled()])
-            call = asyncio.ensure_future(
+            call = asyncio.ensure_future(  # noqa: RUF006 - kept in `call` and awaited below
                 asyncio.to_thread(self._run_batch, [item for item, _ in live]))
             try:
                 if self.deadline_s > 0:

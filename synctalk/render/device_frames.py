@@ -118,7 +118,7 @@ class DeviceFrames:
             raise AvatarTooLarge(
                 f"avatar {name!r} needs {need / 2**20:.0f} MiB of device memory for its frames, "
                 f"more than the renderer's budget of {budget_mb:.0f} MiB "
-                "(services.render_device_frames_mb)")
+                "(renderer.device_frames_mb)")
         with self._lock:
             unpinned = [k for k, e in self._entries.items() if e.pins == 0]
             while self.bytes + need > self.max_bytes and unpinned:
@@ -129,7 +129,7 @@ class DeviceFrames:
                 raise AvatarTooLarge(
                     f"avatar {name!r} needs {need / 2**20:.0f} MiB of device memory and the "
                     f"avatars in use hold {self.bytes / 2**20:.0f} of the {budget_mb:.0f} MiB "
-                    "budget: retry when a stream ends, or raise services.render_device_frames_mb")
+                    "budget: retry when a stream ends, or raise renderer.device_frames_mb")
             self.bytes += need
 
     def _allocate(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:

@@ -7,7 +7,10 @@ from enum import StrEnum
 import cv2
 import numpy as np
 
-DEFAULT_JPEG_QUALITY = 85
+from synctalk.config import RendererConfig
+
+# The renderer's default, stated once in its config section.
+DEFAULT_JPEG_QUALITY: int = RendererConfig.model_fields["jpeg_quality"].default
 
 
 class Encoding(StrEnum):

@@ -28,12 +28,12 @@ import numpy as np
 
 from kernels import DEFAULT_FEATHER, RING, WINDOW, select_backend
 from kernels.cpu import resized_crop
-from synctalk.config import ModelsConfig
+from synctalk.config import ModelsConfig, RendererConfig
 from synctalk.render.encode import DEFAULT_JPEG_QUALITY, Encoding
 from synctalk.render.idle import IdleRule
 
 # Decoded source frames kept per process (1080p BGR is 6.2 MB a frame).
-FRAME_CACHE_BYTES = 2 * 1024**3
+FRAME_CACHE_BYTES = RendererConfig.model_fields["frame_cache_mb"].default * 1024**2
 
 STAGES = ("frames", "crop", "unet", "paste")
 # Stage names as the renderer's metrics report them (synctalk_renderer_stage_seconds).

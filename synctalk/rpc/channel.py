@@ -40,16 +40,18 @@ RECONNECT_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
-def dial(target: str, max_message_bytes: int = 8 * 1024 * 1024,
+def dial(target: str, max_message_bytes: int | None = None,
          transport: TransportConfig | None = None) -> grpc.aio.Channel:
     """An insecure aio channel; a bare `host:port` is resolved through DNS so replicas are balanced.
 
-    `transport` defaults to the process settings' `services.transport`, the same policy the
-    servers are built with, so the client's keepalive pings stay within what servers permit."""
+    The size cap and `transport` default to the process settings' `server` section, the same
+    policy the servers are built with, so the client's keepalive pings stay within what
+    servers permit."""
     if "://" not in target and not target.startswith(("dns:", "ipv4:", "ipv6:", "unix:")):
         target = f"dns:///{target}"
-    transport = transport or get_settings().services.transport
-    options = channel_options(max_message_bytes, transport) + [
+    server = get_settings().server
+    options = channel_options(max_message_bytes or server.max_message_bytes,
+                              transport or server.transport) + [
         ("grpc.service_config", _SERVICE_CONFIG),
         ("grpc.enable_retries", 1),
         *RECONNECT_OPTIONS,

@@ -22,7 +22,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from synctalk.config import ServicesConfig, TransportConfig
+from synctalk.config import ServerConfig, TransportConfig
 from synctalk.log import get_logger
 
 SESSION_METADATA_KEY = "x-session-id"
@@ -129,39 +129,44 @@ class _StreamTracker(grpc.aio.ServerInterceptor):
         if self.inflight == 0:
             self.idle.set()
 
+    @contextlib.asynccontextmanager
+    async def _counted(self, context: grpc.aio.ServicerContext, event: str
+                       ) -> AsyncIterator[dict[str, Any]]:
+        """One call in flight: its status from how it ended (an unexpected error becomes
+        INTERNAL, logged), then `<event>.end` with the fields the caller filled in."""
+        self._enter()
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        fields: dict[str, Any] = {}
+        try:
+            yield fields
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            log.exception(f"{event}.error")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        finally:
+            self._leave()
+            log.info(f"{event}.end", status=code.name, **fields,
+                     duration_ms=round((time.perf_counter() - started) * 1000, 1))
+
     def _wrap_stream(self, method: str, behaviour: Callable[..., AsyncIterator[Any]]):
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             if self.draining:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "server is draining")
             session = session_id_from(context)
             structlog.contextvars.bind_contextvars(session_id=session, method=method)
-            self._enter()
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            sent = 0
-            log.info("stream.start", peer=context.peer())
-            try:
+            async with self._counted(context, "stream") as fields:
+                fields["messages_sent"] = 0
+                log.info("stream.start", peer=context.peer())
                 async for response in behaviour(request, context):
-                    sent += 1
+                    fields["messages_sent"] += 1
                     yield response
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("stream.error")
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-            finally:
-                self._leave()
-                log.info(
-                    "stream.end",
-                    status=code.name,
-                    messages_sent=sent,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                )
 
         return wrapped
 
@@ -170,28 +175,8 @@ class _StreamTracker(grpc.aio.ServerInterceptor):
             if self.draining:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "server is draining")
             structlog.contextvars.bind_contextvars(session_id=session_id_from(context), method=method)
-            self._enter()
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
+            async with self._counted(context, "call"):
                 return await behaviour(request, context)
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("call.error")
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-            finally:
-                self._leave()
-                log.info(
-                    "call.end",
-                    status=code.name,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                )
 
         return wrapped
 
@@ -206,18 +191,17 @@ class GrpcServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        max_message_bytes: int = 8 * 1024 * 1024,
-        max_concurrent_streams: int = 64,
-        drain_grace_s: float = 10.0,
-        transport: TransportConfig | None = None,
+        config: ServerConfig | None = None,
     ) -> None:
+        config = config or ServerConfig()
         self.service_names = list(service_names)
         self.tracker = _StreamTracker()
-        self.drain_grace_s = drain_grace_s
-        options = channel_options(max_message_bytes, transport) + server_options(transport) + [
-            ("grpc.max_concurrent_streams", max_concurrent_streams),
+        self.drain_grace_s = config.drain_grace_s
+        options = (channel_options(config.max_message_bytes, config.transport)
+                   + server_options(config.transport) + [
+            ("grpc.max_concurrent_streams", config.max_concurrent_streams),
             ("grpc.so_reuseport", 0),
-        ]
+        ])
         self.server = grpc.aio.server(interceptors=[self.tracker], options=options)
         register(self.server)
         self.health = health.aio.HealthServicer()
@@ -263,24 +247,20 @@ class GrpcServer:
     async def run_until_signal(self) -> None:
         """Start, then serve until SIGTERM or SIGINT, then drain."""
         await self.start()
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await stop_signal().wait()
         await self.drain_and_stop()
 
 
-def service_server(services: ServicesConfig, service_name: str,
+def stop_signal() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT on the running loop: the cue to drain."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def service_server(config: ServerConfig, service_name: str,
                    register: Callable[[grpc.aio.Server], None], host: str, port: int) -> GrpcServer:
-    """A GrpcServer for one service with the limits of `settings.services`."""
-    return GrpcServer(
-        [service_name],
-        register,
-        host=host,
-        port=port,
-        max_message_bytes=services.max_message_bytes,
-        max_concurrent_streams=services.max_concurrent_streams,
-        drain_grace_s=services.drain_grace_s,
-        transport=services.transport,
-    )
+    """A GrpcServer for one service with the limits of `settings.server`."""
+    return GrpcServer([service_name], register, host=host, port=port, config=config)

@@ -1,0 +1,1 @@
+"""One utterance as a chain of stages: input -> TTS -> AudioFeatures -> Renderer -> frames."""
