@@ -217,18 +217,20 @@ class AvatarServicer(avatar_pb2_grpc.AvatarServicer):
         except EdgeError as err:
             await context.abort(err.code, err.message)
         finally:
-            if reader is not None:
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await reader
-            if call is not None:
-                call.cancel_current("stream closed")
-                for task in call.forwarders:
-                    task.cancel()
-                await asyncio.gather(*call.forwarders, return_exceptions=True)
-            if session is not None:
-                rt.sessions.close_stream(session)
-                rt.metrics.active_sessions.set(rt.sessions.active)
+            try:
+                if reader is not None:
+                    reader.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await reader
+                if call is not None:
+                    call.cancel_current("stream closed")
+                    for task in call.forwarders:
+                        task.cancel()
+                    await asyncio.gather(*call.forwarders, return_exceptions=True)
+            finally:
+                if session is not None:
+                    rt.sessions.close_stream(session)
+                    rt.metrics.active_sessions.set(rt.sessions.active)
 
     async def _read(self, requests: AsyncIterator[avatar_pb2.AnimateRequest], call: _Call,
                     idle_s: float) -> None:

@@ -5,7 +5,6 @@ starts from."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
 
 from services.edge.clients import AvatarMeta
 from services.edge.debug import DebugRecorder
@@ -68,8 +67,9 @@ class DeliveryRecord:
         self.outcome = "error"
         self.metrics.downstream_errors.labels(err.service, err.code.name).inc()
 
-    def end(self, utterance: Utterance) -> Awaitable[None] | None:
-        """Record how the utterance ended; what is left to await (the debug dump's close)."""
+    async def end(self, utterance: Utterance) -> None:
+        """Record how the utterance ended and close the debug dump; run as one guarded cleanup
+        step, so nothing here can keep the session's slot."""
         session, frames = self.session, self.avatar.num_frames
         if self.last_source >= 0 and frames > 1:
             nxt = self.last_source + 1
@@ -77,4 +77,5 @@ class DeliveryRecord:
         self.metrics.utterances.labels(self.input_kind, self.outcome).inc()
         log.info("utterance.end", session_id=session.id, outcome=self.outcome,
                  frames=utterance.stats.frames, samples=utterance.timeline.samples)
-        return self.debug.close() if self.debug is not None else None
+        if self.debug is not None:
+            await self.debug.close()

@@ -244,6 +244,6 @@ class ResidentPipeline:
             from torchvision.io import encode_jpeg as nvjpeg  # CUDA images only: lazy import
 
             rgb = [img.permute(2, 0, 1).flip(0).contiguous() for img in images]
-            return [bytes(t.cpu().numpy().tobytes()) for t in nvjpeg(rgb, quality=quality)]
+            return [t.cpu().numpy().tobytes() for t in nvjpeg(rgb, quality=quality)]
         assert self._encoder is not None
         return list(self._encoder.map(lambda img: encode_jpeg(img.numpy(), quality), images))
