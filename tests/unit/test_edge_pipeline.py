@@ -187,3 +187,39 @@ def test_a_stream_broken_under_a_write_reports_its_real_status() -> None:
         "renderer", _rpc_error(grpc.StatusCode.INTERNAL, LOCAL_FAILURE_DETAILS)))
     assert err.code == grpc.StatusCode.UNAVAILABLE and err.http_status == 503
     assert err.service == "renderer"
+
+
+class _OverwrittenCall:
+    """A call whose real status arrives first and is then overwritten for good by the local
+    INTERNAL of a write that failed after it, as grpc.aio's `set_internal_error` does."""
+
+    def __init__(self) -> None:
+        self.status = (grpc.StatusCode.OK, "")
+        self.callbacks: list[Any] = []
+
+    def add_done_callback(self, callback: Any) -> None:
+        self.callbacks.append(callback)
+
+    def finish(self, code: grpc.StatusCode, details: str) -> None:
+        self.status = (code, details)
+        for callback in self.callbacks:
+            callback(self)
+
+    async def code(self) -> grpc.StatusCode:
+        return self.status[0]
+
+    async def details(self) -> str:
+        return self.status[1]
+
+
+def test_a_real_status_overwritten_by_the_local_internal_is_still_reported() -> None:
+    calls = StageCalls(_Ending().outcome)
+    call = _OverwrittenCall()
+    calls.calls["renderer"] = call  # type: ignore[assignment]
+    calls.watch("renderer", call)  # type: ignore[arg-type]
+    call.finish(grpc.StatusCode.RESOURCE_EXHAUSTED, "renderer out of GPU memory, retry")
+    call.finish(grpc.StatusCode.INTERNAL, LOCAL_FAILURE_DETAILS)
+    err = asyncio.run(calls.rpc_error(
+        "renderer", _rpc_error(grpc.StatusCode.INTERNAL, LOCAL_FAILURE_DETAILS)))
+    assert err.code == grpc.StatusCode.RESOURCE_EXHAUSTED and err.http_status == 503
+    assert "out of GPU memory" in err.message

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import grpc
 
@@ -18,10 +18,11 @@ from services.edge.pipeline.outcome import Outcome
 from synctalk.rpc.server import SESSION_METADATA_KEY
 
 FEATURE_MODE_METADATA_KEY = "x-feature-mode"
+T = TypeVar("T")
 
 # What grpc.aio reports, as an INTERNAL status, for a stream that broke under a write.
 LOCAL_FAILURE_DETAILS = "Internal error from Core"
-REAL_STATUS_WAIT_S = 0.3  # how long to wait for the real status to replace it
+REAL_STATUS_WAIT_S = 1.0  # how long to wait for the real status to replace it
 
 
 class StageCalls:
@@ -36,6 +37,8 @@ class StageCalls:
         self.reading_since: dict[str, float | None] = {}
         self.answered: set[str] = set()
         self.writes_done: set[str] = set()
+        # The first status each call finished with that is not grpc.aio's local INTERNAL.
+        self.first_status: dict[str, _Status] = {}
 
     def open(self, downstream: Downstream, session_id: str, config: UtteranceConfig, *,
              text_input: bool) -> None:
@@ -48,6 +51,20 @@ class StageCalls:
             timeout=timeout)
         if text_input:
             self.calls[TTS] = downstream.tts.Synthesize(metadata=session, timeout=timeout)
+        for service, call in self.calls.items():
+            self.watch(service, call)
+
+    def watch(self, service: str, call: grpc.aio.Call) -> None:
+        call.add_done_callback(lambda done: self._remember(service, done))
+
+    def _remember(self, service: str, call: grpc.aio.Call) -> None:
+        """Keep the call's status as it is set: a write that fails after the real status
+        arrived overwrites it with the local INTERNAL for good."""
+        if service in self.first_status:
+            return
+        code, details = _settled(call.code()), _settled(call.details())
+        if code is not None and details is not None and details != LOCAL_FAILURE_DETAILS:
+            self.first_status[service] = _Status(code, details)
 
     def cancel_all(self) -> None:
         for call in self.calls.values():
@@ -117,11 +134,24 @@ class StageCalls:
         call = self.calls[service]
         deadline = time.monotonic() + REAL_STATUS_WAIT_S
         while time.monotonic() < deadline:
+            if service in self.first_status:
+                return from_rpc(service, self.first_status[service])
             details = await call.details()
             if details != LOCAL_FAILURE_DETAILS:
                 return from_rpc(service, _Status(await call.code(), details))
             await asyncio.sleep(0.01)
         return from_rpc(service, _Status(grpc.StatusCode.UNAVAILABLE, "the stream broke"))
+
+
+def _settled(step: Coroutine[Any, Any, T]) -> T | None:
+    """The value of a coroutine that finishes without waiting (a finished call's status,
+    read from a synchronous done callback); None if it would have to wait."""
+    try:
+        step.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    step.close()
+    return None
 
 
 class _Status(grpc.RpcError):
