@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from bench.timing import median_seconds
 from synctalk.audio.mel import wav2lip_mel, whisper_log_mel
 from synctalk.config import ModelsConfig
 from synctalk.features import get_extractor
@@ -33,16 +32,6 @@ def test_signal(seconds: float) -> np.ndarray:
     rng = np.random.default_rng(0)
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)
     return (0.2 * envelope * rng.standard_normal(n)).astype(np.float32)
-
-
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def streamed(extractor: FeatureExtractor, audio: np.ndarray, size: int) -> Callable[[], int]:

@@ -12,7 +12,7 @@ every frame that comes back it takes the middle sample of the frame's 40 ms of a
 
     sent -> received: the moment that sample was sent to the moment its frame arrived;
     mouth-to-ear:     that plus the page's live jitter buffer (LIVE_LEAD_S = 80 ms in
-                      services/edge/static/app.js), i.e. when the page paints the frame and
+                      services/edge/static/player.js), i.e. when the page paints the frame and
                       plays its sound, if it paints on time (the browser test
                       tests/integration/test_web_live.py measures the painted figure in Chromium).
 

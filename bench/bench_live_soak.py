@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import statistics
 import sys
@@ -42,6 +41,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from bench.soak_cli import run_soak, soak_parser
 from bench.soak_metrics import (
     CallReport,
     Samples,
@@ -285,6 +285,15 @@ def print_logs(folder: Path) -> None:
         print(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}")
 
 
+def long_call_limits(minutes: float) -> dict[str, str]:
+    """Limits that let the long call last the whole run: one utterance is otherwise capped at
+    600 s by the backends' per-stream limits and a call at 3600 s by the edge."""
+    seconds = minutes * 60 + 300
+    return {"SYNCTALK_SERVICES__MAX_STREAM_SECONDS": f"{max(seconds, 600):.0f}",
+            "SYNCTALK_RENDERER__MAX_FRAMES": f"{max(int(seconds * 25), 25 * 600)}",
+            "SYNCTALK_SERVICES__MAX_CALL_S": f"{max(seconds, 3600):.0f}"}
+
+
 async def run(args: argparse.Namespace) -> int:
     from bench.bench_edge import StackProcs, print_machine
 
@@ -296,6 +305,7 @@ async def run(args: argparse.Namespace) -> int:
 
             make_avatar(Path(tmp) / "avatars", "demo", num_frames=10, width=160, height=128)
             stack.env["SYNCTALK_MODELS__AVATARS_DIR"] = str(Path(tmp) / "avatars")
+        stack.env.update(long_call_limits(args.minutes))
         if args.plant_leak:
             path = os.pathsep.join(p for p in (str(LEAK_DIR), os.environ.get("PYTHONPATH", ""))
                                    if p)
@@ -317,8 +327,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench.bench_live_soak", description=__doc__.splitlines()[0])
-    p.add_argument("--minutes", type=float, default=2.0, help="length of the run")
+    p = soak_parser("bench.bench_live_soak", __doc__, 2.0, "length of the run")
     p.add_argument("--pause-s", type=float, default=20.0,
                    help="silence (nothing sent) between the tone calls' bursts")
     p.add_argument("--sample-every", type=float, default=5.0,
@@ -328,13 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true",
                    help="a tiny avatar (160x128, 1/8-width U-Net) instead of the bundled demo: "
                         "the demo's U-Net renders ~33 frames/s on 2 quiet cores, short of 5 calls")
-    p.add_argument("--keep-logs", action="store_true")
-    args = p.parse_args(argv)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    if args.minutes <= 0 or args.pause_s < 0 or args.sample_every <= 0:
-        p.error("--minutes > 0, --pause-s >= 0, --sample-every > 0")
-    return asyncio.run(run(args))
-
+    return run_soak(p, argv,
+                    lambda a: a.minutes > 0 and a.pause_s >= 0 and a.sample_every > 0,
+                    "--minutes > 0, --pause-s >= 0, --sample-every > 0", run)
 
 if __name__ == "__main__":
     sys.exit(main())

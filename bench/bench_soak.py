@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from bench.bench_edge import (
     session_stats,
     stream,
 )
+from bench.soak_cli import run_soak, soak_parser
 
 FLAT_WITHIN = 0.10  # relative RSS change allowed between start and end
 SERVICES = ("tts", "audio_features", "renderer", "edge")
@@ -234,24 +234,19 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench.bench_soak", description=__doc__.splitlines()[0])
+    p = soak_parser("bench.bench_soak", __doc__, 30.0, "how long the sessions loop")
     p.add_argument("--sessions", type=int, default=1, help="concurrent real-time sessions")
-    p.add_argument("--minutes", type=float, default=30.0, help="how long the sessions loop")
     p.add_argument("--session-seconds", type=float, default=6.0,
                    help="length of the uploaded WAV of each audio request")
     p.add_argument("--warmup-requests", type=int, default=18,
                    help="unpaced requests before the start RSS (fills the 16-result store)")
     p.add_argument("--rss-every", type=float, default=60.0,
                    help="seconds between RSS lines during the run")
-    p.add_argument("--keep-logs", action="store_true",
-                   help="print the tail of each service's log at the end")
-    args = p.parse_args(argv)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    if (not 1 <= args.sessions <= 8 or args.minutes <= 0 or args.rss_every <= 0
-            or args.warmup_requests < 1):
-        p.error("1 <= --sessions <= 8, --minutes > 0, --rss-every > 0, --warmup-requests >= 1")
-    return asyncio.run(run(args))
-
+    return run_soak(p, argv,
+                    lambda a: (1 <= a.sessions <= 8 and a.minutes > 0 and a.rss_every > 0
+                               and a.warmup_requests >= 1),
+                    "1 <= --sessions <= 8, --minutes > 0, --rss-every > 0, --warmup-requests >= 1",
+                    run)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench import timing
 from bench.training_data import FIVE_MINUTES, hd_avatar, measure_data_paths, project_minutes
 from synctalk.models.syncnet import SyncNet
 from training.checkpoints import atomic_save, training_state
@@ -48,15 +49,9 @@ from training.unet_train import UNetTrainer
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """`bench.timing.median_seconds`, waiting for the GPU's queued work when there is one."""
+    return timing.median_seconds(fn, repeats,
+                                 torch.cuda.synchronize if torch.cuda.is_available() else None)
 
 
 def placeholder_avatar(n: int) -> AvatarArrays:

@@ -19,13 +19,11 @@ import numpy as np
 from kernels.reference import (
     CROP,
     DEFAULT_FEATHER,
-    MASK_COLS,
-    MASK_ROWS,
     RING,
     WINDOW,
-    check_inputs,
-    check_pred,
+    crop_mask_batch,
     feather_axis,
+    paste_back_batch,
     visible,
 )
 
@@ -59,25 +57,15 @@ def resized_crop(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
     return cv2.resize(padded_crop(frame, box), (CROP, CROP), interpolation=cv2.INTER_LINEAR)
 
 
-def crop_mask(
-    frames: Sequence[np.ndarray],
-    boxes: np.ndarray,
-    out: np.ndarray | None = None,
-    dtype: type = np.float32,
-) -> np.ndarray:
+def _window_into(frame: np.ndarray, box: np.ndarray, dst: np.ndarray) -> None:
+    win = resized_crop(frame, box)[RING : RING + WINDOW, RING : RING + WINDOW]
+    np.multiply(win.transpose(2, 0, 1), _INV255, out=dst, casting="same_kind")
+
+
+def crop_mask(frames: Sequence[np.ndarray], boxes: np.ndarray, out: np.ndarray | None = None,
+              dtype: type = np.float32) -> np.ndarray:
     """U-Net input [B,6,320,320] in 0-1 BGR: the window, then the window with its inside blanked."""
-    b = check_inputs(frames, boxes)
-    shape = (len(frames), 6, WINDOW, WINDOW)
-    if out is None:
-        out = np.empty(shape, dtype=dtype)
-    elif tuple(out.shape) != shape:
-        raise ValueError(f"out: expected shape {list(shape)}, got {list(out.shape)}")
-    for i, frame in enumerate(frames):
-        win = resized_crop(frame, b[i])[RING : RING + WINDOW, RING : RING + WINDOW]
-        np.multiply(win.transpose(2, 0, 1), _INV255, out=out[i, :3], casting="same_kind")
-        out[i, 3:] = out[i, :3]
-        out[i, 3:, MASK_ROWS[0] : MASK_ROWS[1], MASK_COLS[0] : MASK_COLS[1]] = 0
-    return out
+    return crop_mask_batch(_window_into, frames, boxes, out, dtype)
 
 
 @lru_cache(maxsize=256)
@@ -116,17 +104,7 @@ def paste_one(frame: np.ndarray, box: np.ndarray, pred: np.ndarray, feather: flo
     region[...] = cv2.convertScaleAbs(blended)
 
 
-def paste_back(
-    frames: Sequence[np.ndarray],
-    boxes: np.ndarray,
-    pred: np.ndarray,
-    feather: float = DEFAULT_FEATHER,
-) -> None:
+def paste_back(frames: Sequence[np.ndarray], boxes: np.ndarray, pred: np.ndarray,
+               feather: float = DEFAULT_FEATHER) -> None:
     """Blend the predicted faces [B,3,320,320] (0-1 BGR) into the frames, in place."""
-    b = check_inputs(frames, boxes)
-    p = np.asarray(pred)
-    check_pred(p, len(frames))
-    if feather < 0:
-        raise ValueError(f"feather: must be >= 0, got {feather}")
-    for i, frame in enumerate(frames):
-        paste_one(frame, b[i], p[i], feather)
+    paste_back_batch(paste_one, frames, boxes, pred, feather)

@@ -14,7 +14,7 @@ Geometry (shared by every backend, see docs/kernels.md):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -96,22 +96,48 @@ def crop_window(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
     return sample(frame, box, gy, gx)
 
 
-def crop_mask(
-    frames: Sequence[np.ndarray],
-    boxes: np.ndarray,
-    out: np.ndarray | None = None,
-    dtype: type = np.float32,
-) -> np.ndarray:
-    """U-Net input [B,6,320,320] in 0-1 BGR: the window, then the window with its inside blanked."""
+# Writes a frame's window, 0-1 CHW [3,WINDOW,WINDOW], into the given view of the output.
+WindowInto = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+# Blends one prediction [3,WINDOW,WINDOW] into one frame, in place: (frame, box, pred, feather).
+PasteOne = Callable[[np.ndarray, np.ndarray, np.ndarray, float], None]
+
+
+def crop_mask_batch(window_into: WindowInto, frames: Sequence[np.ndarray], boxes: np.ndarray,
+                    out: np.ndarray | None, dtype: type) -> np.ndarray:
+    """The batch loop of every host backend's `crop_mask`; the backend samples the windows."""
     b = check_inputs(frames, boxes)
+    shape = (len(frames), 6, WINDOW, WINDOW)
     if out is None:
-        out = np.empty((len(frames), 6, WINDOW, WINDOW), dtype=dtype)
+        out = np.empty(shape, dtype=dtype)
+    elif tuple(out.shape) != shape:
+        raise ValueError(f"out: expected shape {list(shape)}, got {list(out.shape)}")
     for i, frame in enumerate(frames):
-        win = crop_window(frame, b[i]).transpose(2, 0, 1) / 255.0
-        out[i, :3] = win
-        out[i, 3:] = win
+        window_into(frame, b[i], out[i, :3])
+        out[i, 3:] = out[i, :3]
         out[i, 3:, MASK_ROWS[0] : MASK_ROWS[1], MASK_COLS[0] : MASK_COLS[1]] = 0
     return out
+
+
+def paste_back_batch(paste_one: PasteOne, frames: Sequence[np.ndarray], boxes: np.ndarray,
+                     pred: np.ndarray, feather: float) -> None:
+    """The batch loop of every host backend's `paste_back`; the backend blends each frame."""
+    b = check_inputs(frames, boxes)
+    p = np.asarray(pred)
+    check_pred(p, len(frames))
+    if feather < 0:
+        raise ValueError(f"feather: must be >= 0, got {feather}")
+    for i, frame in enumerate(frames):
+        paste_one(frame, b[i], p[i], feather)
+
+
+def _window_into(frame: np.ndarray, box: np.ndarray, dst: np.ndarray) -> None:
+    dst[...] = crop_window(frame, box).transpose(2, 0, 1) / 255.0
+
+
+def crop_mask(frames: Sequence[np.ndarray], boxes: np.ndarray, out: np.ndarray | None = None,
+              dtype: type = np.float32) -> np.ndarray:
+    """U-Net input [B,6,320,320] in 0-1 BGR: the window, then the window with its inside blanked."""
+    return crop_mask_batch(_window_into, frames, boxes, out, dtype)
 
 
 def feather_axis(
@@ -193,16 +219,7 @@ def paste_one(frame: np.ndarray, box: np.ndarray, pred: np.ndarray, feather: flo
     frame[vy0:vy1, vx0:vx1] = np.clip(np.floor(blended + 0.5), 0, 255).astype(np.uint8)
 
 
-def paste_back(
-    frames: Sequence[np.ndarray],
-    boxes: np.ndarray,
-    pred: np.ndarray,
-    feather: float = DEFAULT_FEATHER,
-) -> None:
+def paste_back(frames: Sequence[np.ndarray], boxes: np.ndarray, pred: np.ndarray,
+               feather: float = DEFAULT_FEATHER) -> None:
     """Blend the predicted faces [B,3,320,320] (0-1 BGR) into the frames, in place."""
-    b = check_inputs(frames, boxes)
-    check_pred(pred, len(frames))
-    if feather < 0:
-        raise ValueError(f"feather: must be >= 0, got {feather}")
-    for i, frame in enumerate(frames):
-        paste_one(frame, b[i], pred[i], feather)
+    paste_back_batch(paste_one, frames, boxes, pred, feather)

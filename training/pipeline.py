@@ -18,12 +18,15 @@ from synctalk.avatar.frames import open_frames
 from synctalk.avatar.layout import (
     AUDIO_FILE,
     BOXES_FILE,
+    audio_encoder_record,
     features_path,
     has_frames_and_boxes,
+    record_audio_encoder,
     syncnet_path,
     unet_path,
 )
 from synctalk.config import Settings
+from synctalk.features.encoder_info import AudioEncoderInfo, describe_audio_encoder
 from synctalk.log import get_logger
 from training.cache import training_cache
 from training.checkpoints import latest_epoch_checkpoint, load_checkpoint
@@ -54,6 +57,7 @@ class TrainResult:
     last_epoch: Path | None
     syncnet_heldout_accuracy: float | None = None
     sync_gate: dict[str, Any] | None = None  # the U-Net's SyncGateDecision, as saved
+    audio_encoder: AudioEncoderInfo | None = None  # what the features were made with
 
 
 def read_summary(syncnet: Path, unet: Path) -> tuple[float | None, dict[str, Any] | None]:
@@ -91,6 +95,7 @@ def ensure_features(avatar_dir: Path, mode: str, settings: Settings) -> Path:
     path = features_path(avatar_dir, mode)
     if path.is_file():
         log.info("step_skipped", step="features", path=str(path))
+        warn_if_encoder_changed(avatar_dir, mode, settings)
         return path
     from synctalk.audio.decode import load_audio
     from synctalk.features import get_extractor
@@ -100,8 +105,33 @@ def ensure_features(avatar_dir: Path, mode: str, settings: Settings) -> Path:
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npy")
     np.save(tmp, features.astype(np.float32))
     os.replace(tmp, path)
-    log.info("step_done", step="features", path=str(path), frames=len(features))
+    encoder = describe_audio_encoder(settings.models, mode)
+    record_audio_encoder(avatar_dir, mode, encoder.record())
+    log.info("step_done", step="features", path=str(path), frames=len(features),
+             encoder=encoder.label)
     return path
+
+
+def trained_against(avatar_dir: Path, mode: str, settings: Settings) -> AudioEncoderInfo:
+    """The encoder avatar.json records for `mode`, else (features from before the record
+    existed) the configured one."""
+    record = audio_encoder_record(avatar_dir, mode)
+    if record is not None:
+        return AudioEncoderInfo.from_record(record)
+    return describe_audio_encoder(settings.models, mode)
+
+
+def warn_if_encoder_changed(avatar_dir: Path, mode: str, settings: Settings) -> None:
+    """Kept features go on training against the encoder that made them, even after
+    `models.ave_checkpoint` changed: say so, and how to start again."""
+    recorded = trained_against(avatar_dir, mode, settings)
+    configured = describe_audio_encoder(settings.models, mode)
+    if (recorded.trained, Path(recorded.checkpoint).name) != (
+            configured.trained, Path(configured.checkpoint).name):
+        log.warning("features.other_encoder", features=recorded.label,
+                    configured=configured.label,
+                    hint=f"delete {features_path(avatar_dir, mode).name} and "
+                         f"checkpoints/*_{mode}*.pt, then train again")
 
 
 def load_training_arrays(avatar_dir: Path, mode: str) -> AvatarArrays:
@@ -143,4 +173,5 @@ def run_pipeline(request: TrainRequest, settings: Settings, ctx: DistContext, *,
                    vgg_weights=request.vgg_weights, crop=crop, init_from=request.init_from)
     syncnet, unet = syncnet_path(avatar_dir, mode), unet_path(avatar_dir, mode)
     return TrainResult(avatar_dir, syncnet, unet, latest_epoch_checkpoint(avatar_dir, mode),
-                       *read_summary(syncnet, unet))
+                       *read_summary(syncnet, unet),
+                       audio_encoder=trained_against(avatar_dir, mode, settings))

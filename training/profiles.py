@@ -12,28 +12,31 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class SyncNetProfile:
-    width: float = 1.0
-    batch_size: int = 16
+class NetProfile:
+    """What training any of the networks needs; each network's profile adds its own."""
+
+    width: float = 1.0  # channel multiplier; 1.0 is SyncTalk_2D's network
     lr: float = 1e-3
-    # SyncTalk_2D ran 100 epochs of positives only; each epoch here has a negative per
-    # positive, so 50 epochs show the network as many pairs.
-    epochs: int = 50
     max_frames: int = 0  # 0 = every frame of the avatar
-    holdout_fraction: float = 0.1  # the last frames, for held-out accuracy
-    min_offset: int = 5  # negatives: audio at least this many frames (200 ms) away
     workers: int = 4
 
 
 @dataclass(frozen=True)
-class UNetProfile:
-    # Channel multiplier of the U-Net: 1.0 is SyncTalk_2D's network (its checkpoints load);
-    # smaller nets train on a CPU in minutes (the bundled demo avatar).
-    width: float = 1.0
+class SyncNetProfile(NetProfile):
+    batch_size: int = 16
+    # SyncTalk_2D ran 100 epochs of positives only; each epoch here has a negative per
+    # positive, so 50 epochs show the network as many pairs.
+    epochs: int = 50
+    holdout_fraction: float = 0.1  # the last frames, for held-out accuracy
+    min_offset: int = 5  # negatives: audio at least this many frames (200 ms) away
+
+
+@dataclass(frozen=True)
+class UNetProfile(NetProfile):
+    # `width` 1.0 is SyncTalk_2D's U-Net (its checkpoints load); smaller nets train on a CPU
+    # in minutes (the bundled demo avatar).
     batch_size: int = 8
-    lr: float = 1e-3
     epochs: int = 100
-    max_frames: int = 0  # 0 = every frame of the avatar
     l1_weight: float = 1.0
     sync_weight: float = 10.0
     ssim_weight: float = 0.2
@@ -48,7 +51,6 @@ class UNetProfile:
     keep: int = 5  # per-epoch checkpoints kept (0 = all)
     # The renderer's checkpoint holds the mean weights of the newest N epochs (1 = the newest).
     average_last: int = 1
-    workers: int = 4
 
 
 @dataclass(frozen=True)

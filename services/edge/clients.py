@@ -81,7 +81,7 @@ class Downstream:
         self._avatars: dict[str, tuple[float, AvatarMeta]] = {}
         self._avatar_list: tuple[float, list[renderer_pb2.AvatarInfo]] | None = None
         self._voices: tuple[float, list[VoiceMeta]] | None = None
-        self._lookahead: dict[str, int] = {}
+        self._lookahead: dict[str, list[int]] = {}  # mode -> look-ahead by trim
 
     async def close(self) -> None:
         await self.renderer.close()
@@ -185,18 +185,22 @@ class Downstream:
             return self.feature_mode
         return avatar.feature_modes[0]
 
-    async def lookahead_frames(self, mode: str) -> int:
-        """The feature look-ahead of `mode` (ListModes, cached); 503 naming audio_features
-        when the service cannot be reached."""
+    async def lookahead_frames(self, mode: str, trim: int = 0) -> tuple[int, int]:
+        """The look-ahead trim `mode` grants (at most `trim`: a server that knows no trim
+        grants 0) and the feature look-ahead with it (ListModes, cached); 503 naming
+        audio_features when the service cannot be reached."""
         if mode not in self._lookahead:
             try:
                 reply = await self.features.ListModes(
                     audio_features_pb2.ListModesRequest(), timeout=UNARY_TIMEOUT_S)
             except grpc.aio.AioRpcError as err:
                 raise from_rpc(FEATURES, err) from None
-            self._lookahead.update({m.name: m.lookahead_frames for m in reply.modes})
+            self._lookahead.update({m.name: list(m.trimmed_lookahead_frames)
+                                    or [m.lookahead_frames] for m in reply.modes})
             if mode not in self._lookahead:
                 raise EdgeError(503, grpc.StatusCode.UNAVAILABLE,
                                 f"audio_features service has no feature mode {mode!r}",
                                 service=FEATURES)
-        return self._lookahead[mode]
+        by_trim = self._lookahead[mode]
+        granted = min(max(trim, 0), len(by_trim) - 1)
+        return granted, by_trim[granted]

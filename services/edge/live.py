@@ -109,7 +109,8 @@ class LiveSession:
         if old is not None:
             old.replaced = True
         request = Request(input="audio", encoding=common_pb2.IMAGE_ENCODING_JPEG,
-                          jpeg_quality=self.config.jpeg_quality, tail_flush_s=None)
+                          jpeg_quality=self.config.jpeg_quality, tail_flush_s=None,
+                          lookahead_trim=self.rt.settings.services.live_lookahead_trim)
         utterance = await self.rt.start(self.session, request, self.avatar)
         if old is not None:
             stale = max(0, old.unsent)
@@ -127,7 +128,8 @@ class LiveSession:
         lookahead = first.utterance.config.lookahead_frames
         self.budget_s = (lookahead + 1) * SAMPLES_PER_FRAME / SAMPLE_RATE + self.max_lag_s
         await self.ws.send_bytes(stream_format.message(
-            start_message(self.session.id, self.avatar, lookahead, self.max_lag_s)))
+            start_message(self.session.id, self.avatar, lookahead, self.max_lag_s,
+                          first.utterance.config.feature_trim)))
         svc = self.rt.settings.services
         tasks = [asyncio.ensure_future(c) for c in (
             self._read(svc.idle_timeout_s), self._pump(), self.outbox.write(), self._pad())]

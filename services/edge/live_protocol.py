@@ -105,14 +105,15 @@ class InputMeter:
 
 
 def start_message(session_id: str, avatar: AvatarMeta, lookahead_frames: int,
-                  max_lag_s: float) -> dict[str, Any]:
-    """The sound stream's "start" message, marked live, with the lag budget."""
+                  max_lag_s: float, lookahead_trim: int) -> dict[str, Any]:
+    """The sound stream's "start" message, marked live, with the lag budget and the
+    look-ahead trim its features use."""
     return {
         "type": "start", "session_id": session_id, "avatar": avatar.name,
         "width": avatar.width, "height": avatar.height, "fps": 25,
         "sample_rate": SAMPLE_RATE, "samples_per_frame": SAMPLES_PER_FRAME,
         "lookahead_ms": 40 * lookahead_frames, "live": True,
-        "max_lag_ms": round(max_lag_s * 1000)}
+        "max_lag_ms": round(max_lag_s * 1000), "lookahead_trim": lookahead_trim}
 
 
 async def first_config(ws: WebSocket, timeout_s: float) -> LiveConfig:

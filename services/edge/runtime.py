@@ -48,6 +48,9 @@ class Request:
     encoding: int = common_pb2.IMAGE_ENCODING_JPEG
     jpeg_quality: int = 0
     tail_flush_s: float | None = None
+    # Context rows each frame leaves out to come out sooner (live input; see
+    # synctalk.audio.windows); the feature service may grant fewer.
+    lookahead_trim: int = 0
 
 
 class EdgeRuntime:
@@ -100,8 +103,9 @@ class EdgeRuntime:
     async def start(self, session: Session, request: Request, avatar: AvatarMeta) -> Utterance:
         """Open a new utterance on `session` (interrupting its current one) and start it."""
         mode = self.downstream.feature_mode_for(avatar)
-        lookahead = await self.downstream.lookahead_frames(mode)
-        config = utterance_config(self.settings, session, request, avatar, mode, lookahead)
+        trim, lookahead = await self.downstream.lookahead_frames(mode, request.lookahead_trim)
+        config = utterance_config(self.settings, session, request, avatar, mode, lookahead,
+                                  trim)
         utterance = Utterance(self.downstream, config, session.id,
                               text_input=request.input == "text")
         self.sessions.begin(session, utterance)
@@ -153,7 +157,8 @@ class EdgeRuntime:
 
 
 def utterance_config(settings: Settings, session: Session, request: Request,
-                     avatar: AvatarMeta, mode: str, lookahead: int) -> UtteranceConfig:
+                     avatar: AvatarMeta, mode: str, lookahead: int,
+                     trim: int = 0) -> UtteranceConfig:
     """The settings of `session`'s next utterance: it starts where the last one left the
     avatar, and a gRPC session's frames count on across utterances."""
     start_frame = session.next_start_frame if avatar.num_frames > 0 else 0
@@ -164,6 +169,7 @@ def utterance_config(settings: Settings, session: Session, request: Request,
         avatar=avatar.name,
         feature_mode=mode,
         lookahead_frames=lookahead,
+        feature_trim=trim,
         voice=request.voice,
         encoding=request.encoding,
         jpeg_quality=request.jpeg_quality,

@@ -18,13 +18,18 @@ from services.tts import metrics
 from services.tts.sentences import SentenceSplitter
 from services.tts.synthesizer import SynthesisOptions, Synthesizer
 from services.tts.utf8 import StreamingText, speakable
-from services.tts.voices import VoiceCatalog
+from services.tts.voices import Voice, VoiceCatalog
 from synctalk.config import TTSConfig
 from synctalk.log import get_logger
-from synctalk.rpc.errors import RpcError, abort, drain, invalid
+from synctalk.rpc.errors import invalid, rejects_bad_streams
 from synctalk.rpc.gen.lipsync.v1 import common_pb2, tts_pb2, tts_pb2_grpc
 
 log = get_logger("services.tts")
+
+
+def voice_message(voice: Voice, is_default: bool) -> tts_pb2.Voice:
+    return tts_pb2.Voice(id=voice.id, engine=voice.engine, language=voice.language,
+                         native_sample_rate=voice.native_sample_rate, is_default=is_default)
 
 
 class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
@@ -43,39 +48,32 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
                  deterministic=options.deterministic, sample_rate=options.sample_rate)
         return Synthesizer(voice, options)
 
-    async def Synthesize(
-        self,
-        request_iterator: AsyncIterator[tts_pb2.SynthesizeRequest],
-        context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[common_pb2.AudioChunk]:
-        try:
-            requests = aiter(request_iterator)
-            synthesizer = self.open_stream(await anext(requests, None))
-            text = StreamingText(self.tts.max_text_chars)
-            splitter = SentenceSplitter()
-            first_audio = metrics.FirstAudioClock(synthesizer.voice.engine)
-            async for request in requests:
-                if request.WhichOneof("payload") == "text":
-                    first_audio.text_arrived()
-                for sentence in self._sentences(request, text, splitter):
-                    chunks = await self._speak(synthesizer, sentence)
-                    first_audio.audio_ready()
-                    for chunk in chunks:
-                        yield chunk
-            rest = splitter.feed(speakable(text.finish())) + splitter.flush()
-            if not rest and synthesizer.sentence_index == 0:  # blank once made speakable
-                raise invalid("text", "no text to speak (the stream ended with no non-blank text)")
-            for sentence in rest:
+    @rejects_bad_streams("synthesize.rejected", log)
+    async def Synthesize(self, request_iterator: AsyncIterator[tts_pb2.SynthesizeRequest],
+                         context: grpc.aio.ServicerContext) -> AsyncIterator[common_pb2.AudioChunk]:
+        requests = aiter(request_iterator)
+        synthesizer = self.open_stream(await anext(requests, None))
+        text = StreamingText(self.tts.max_text_chars)
+        splitter = SentenceSplitter()
+        first_audio = metrics.FirstAudioClock(synthesizer.voice.engine)
+        async for request in requests:
+            if request.WhichOneof("payload") == "text":
+                first_audio.text_arrived()
+            for sentence in self._sentences(request, text, splitter):
                 chunks = await self._speak(synthesizer, sentence)
                 first_audio.audio_ready()
                 for chunk in chunks:
                     yield chunk
-            log.info("synthesize.end", sentences=synthesizer.sentence_index, chars=text.chars,
-                     samples=synthesizer.next_sample)
-        except RpcError as err:
-            log.info("synthesize.rejected", code=err.code.name, reason=err.message)
-            await drain(request_iterator)
-            await abort(context, err)
+        rest = splitter.feed(speakable(text.finish())) + splitter.flush()
+        if not rest and synthesizer.sentence_index == 0:  # blank once made speakable
+            raise invalid("text", "no text to speak (the stream ended with no non-blank text)")
+        for sentence in rest:
+            chunks = await self._speak(synthesizer, sentence)
+            first_audio.audio_ready()
+            for chunk in chunks:
+                yield chunk
+        log.info("synthesize.end", sentences=synthesizer.sentence_index, chars=text.chars,
+                 samples=synthesizer.next_sample)
 
     @staticmethod
     def _sentences(
@@ -99,15 +97,6 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
     async def ListVoices(
         self, request: tts_pb2.ListVoicesRequest, context: grpc.aio.ServicerContext
     ) -> tts_pb2.ListVoicesResponse:
-        return tts_pb2.ListVoicesResponse(
-            voices=[
-                tts_pb2.Voice(
-                    id=voice.id,
-                    engine=voice.engine,
-                    language=voice.language,
-                    native_sample_rate=voice.native_sample_rate,
-                    is_default=voice.id == self.catalog.default_id,
-                )
-                for voice in self.catalog.voices.values()
-            ]
-        )
+        voices = [voice_message(voice, voice.id == self.catalog.default_id)
+                  for voice in self.catalog.voices.values()]
+        return tts_pb2.ListVoicesResponse(voices=voices)

@@ -24,27 +24,28 @@ BLOCK = 32  # mel frames per fixed compute block
 SignalReader = Callable[[int, int], np.ndarray]
 
 
+# Slaney's mel scale (librosa's default, htk=False): Hz per mel on the linear part, where
+# the log part starts (in Hz and in mels), and the log part's step per mel.
+_F_SP = 200.0 / 3
+_MIN_LOG_HZ = 1000.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
+_LOGSTEP = np.log(6.4) / 27.0
+
+
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, log above."""
     hz = np.asarray(hz, dtype=np.float64)
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    linear = hz / f_sp
-    safe = np.maximum(hz, min_log_hz)
-    return np.where(hz >= min_log_hz, min_log_mel + np.log(safe / min_log_hz) / logstep, linear)
+    linear = hz / _F_SP
+    safe = np.maximum(hz, _MIN_LOG_HZ)
+    return np.where(hz >= _MIN_LOG_HZ, _MIN_LOG_MEL + np.log(safe / _MIN_LOG_HZ) / _LOGSTEP,
+                    linear)
 
 
 def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
     """Inverse of `hz_to_mel`."""
     mel = np.asarray(mel, dtype=np.float64)
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
     return np.where(
-        mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel
+        mel >= _MIN_LOG_MEL, _MIN_LOG_HZ * np.exp(_LOGSTEP * (mel - _MIN_LOG_MEL)), _F_SP * mel
     )
 
 

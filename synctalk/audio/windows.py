@@ -6,6 +6,9 @@ Index rules (AVE mode, SyncTalk_2D's exact arithmetic):
 - feature row 0 repeats window 0 and row r >= 1 is window r - 1 (SyncTalk_2D prepends and
   appends one duplicate row; with clamped starts every row past its N+2 equals its last row);
 - video frame i reads rows i-8 .. i+7, zeros outside [0, frame_count).
+
+A look-ahead trim t (live input, to cut latency) leaves out a frame's last t rows: they read
+as zeros, as rows past the end of a stream do, so frame i needs audio up to row i+7-t only.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ CONTEXT_AFTER = 7  # rows after it
 CONTEXT_ROWS = CONTEXT_BEFORE + 1 + CONTEXT_AFTER  # 16
 MEL_WINDOW = 16  # Wav2Lip mel frames per AVE window (200 ms)
 MEL_FPS = 80  # Wav2Lip mel frames per second
-
+MAX_TRIM = CONTEXT_AFTER  # a trim may leave out every row after the frame's own
 
 
 def frame_count(n_samples: int) -> int:
@@ -47,15 +50,22 @@ def row_window(row: int) -> int:
     return max(row - 1, 0)
 
 
-def context_rows(i: int) -> range:
-    """Feature rows video frame i reads."""
-    return range(i - CONTEXT_BEFORE, i + CONTEXT_AFTER + 1)
+def check_trim(trim: int) -> int:
+    if not 0 <= trim <= MAX_TRIM:
+        raise ValueError(f"look-ahead trim {trim}: must be 0 to {MAX_TRIM} rows")
+    return trim
 
 
-def stack_context(rows: np.ndarray, i: int) -> np.ndarray:
-    """Rows i-8 .. i+7 of a [F, ...] feature array, zeros outside [0, F), as [16, ...]."""
+def context_rows(i: int, trim: int = 0) -> range:
+    """Feature rows video frame i reads (the first 16 - trim of its context; the rest are 0)."""
+    return range(i - CONTEXT_BEFORE, i + CONTEXT_AFTER + 1 - trim)
+
+
+def stack_context(rows: np.ndarray, i: int, trim: int = 0) -> np.ndarray:
+    """Rows i-8 .. i+7-trim of a [F, ...] feature array, zeros outside [0, F) and for the
+    trimmed rows, as [16, ...]."""
     out = np.zeros((CONTEXT_ROWS, *rows.shape[1:]), dtype=np.float32)
-    lo, hi = max(i - CONTEXT_BEFORE, 0), min(i + CONTEXT_AFTER + 1, rows.shape[0])
+    lo, hi = max(i - CONTEXT_BEFORE, 0), min(i + CONTEXT_AFTER + 1 - trim, rows.shape[0])
     if hi > lo:
         out[lo - (i - CONTEXT_BEFORE) : hi - (i - CONTEXT_BEFORE)] = rows[lo:hi]
     return out

@@ -3,7 +3,8 @@ and the frames and checkpoints lookups. Other modules ask this one instead of sp
 
     <models.avatars_dir>/<name>/
       avatar.json      {"format": "synctalk.avatar/1", "name", "fps": 25, "width", "height",
-                        "num_frames", "frames": "frames", "complete": true, ...}
+                        "num_frames", "frames": "frames", "complete": true, ...,
+                        "audio_encoders": {mode: the encoder its features came from}}
       frames/          000000.jpg ... full source frames at 25 fps
       boxes.npy        int32 [N,4] square crop boxes (x0, y0, x1, y1), exclusive ends, smoothed
       landmarks.npy    float32 [N,68,2]
@@ -185,6 +186,9 @@ class AvatarMeta:
 
 
 _META_KEYS = {"format", "name", "width", "height", "num_frames", "fps", "frames", "complete"}
+# {mode: {"mode", "trained", "checkpoint", "sha256"}}: the audio encoder each mode's features
+# (and so its SyncNet and U-Net) were made with; absent in avatars trained before it existed.
+AUDIO_ENCODERS_KEY = "audio_encoders"
 
 
 def read_meta(avatar_dir: Path) -> AvatarMeta:
@@ -237,3 +241,27 @@ def write_meta(avatar_dir: Path, meta: AvatarMeta) -> Path:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
+
+
+def audio_encoder_record(avatar_dir: Path, mode: str) -> dict[str, Any] | None:
+    """The audio encoder avatar.json records for `mode`; None when none is recorded (no
+    avatar.json, or trained before the record existed, like the bundled demo)."""
+    if not (Path(avatar_dir) / META_FILE).is_file():
+        return None
+    records = read_meta(avatar_dir).extra.get(AUDIO_ENCODERS_KEY)
+    record = records.get(mode) if isinstance(records, dict) else None
+    return record if isinstance(record, dict) else None
+
+
+def record_audio_encoder(avatar_dir: Path, mode: str, record: dict[str, Any]) -> bool:
+    """Keep in avatar.json which audio encoder `mode` was trained against, so anyone can see
+    it; False when the folder has no avatar.json (tiny test avatars)."""
+    try:
+        meta = read_meta(avatar_dir)
+    except FileNotFoundError:
+        return False
+    records = meta.extra.get(AUDIO_ENCODERS_KEY)
+    meta.extra[AUDIO_ENCODERS_KEY] = {**(records if isinstance(records, dict) else {}),
+                                      mode: record}
+    write_meta(avatar_dir, meta)
+    return True

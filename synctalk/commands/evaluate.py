@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from synctalk.config import load_settings
+from synctalk.features.encoder_info import AudioEncoderInfo
 from synctalk.log import configure_logging
 
 ROWS = (
@@ -25,6 +26,7 @@ ROWS = (
     ("open_vs_truth_r", "opening r (truth)", "{:.3f}"),
     ("truth_landmarks_vs_truth_r", "  same measure on truth frames", "{:.3f}"),
     ("open_vs_loudness_r", "opening r (loudness)", "{:.3f}"),
+    ("lookahead_trim", "look-ahead trim (rows)", "{:d}"),
     ("sync_offset", "SyncNet best offset (frames)", "{:d}"),
     ("lse_d", "SyncNet distance (LSE-D)", "{:.3f}"),
     ("lse_c", "SyncNet confidence (LSE-C)", "{:.3f}"),
@@ -41,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--truth", type=Path, default=None,
                    help="the avatar's truth.npz (default: in the avatar folder or dataset/NAME/)")
     p.add_argument("--feature-mode", default=None, choices=["ave", "whisper"])
+    p.add_argument("--lookahead-trim", type=int, default=0, metavar="N",
+                   help="render with the features live input gets: each frame's last N of 7 "
+                        "future context rows left out (services.live_lookahead_trim; default 0)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     p.set_defaults(func=run)
 
@@ -52,11 +57,27 @@ def format_report(figures: dict[str, object]) -> str:
         shown = "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) \
             else fmt.format(value)
         lines.append(f"{label:<32} {shown}")
-    return "\n".join(lines)
+    return "\n".join(lines + encoder_lines(figures))
+
+
+def encoder_lines(figures: dict[str, object]) -> list[str]:
+    """The audio encoder used now and the one the avatar was trained against, each warned
+    about when untrained: figures from an untrained encoder say little about lip sync."""
+    used, recorded = figures.get("audio_encoder"), figures.get("trained_against")
+    if not isinstance(used, dict):
+        return []
+    infos = [AudioEncoderInfo.from_record(used)]
+    if isinstance(recorded, dict):
+        infos.append(AudioEncoderInfo.from_record(recorded))
+    lines = [f"{'audio encoder':<32} {infos[0].label}",
+             f"{'avatar trained against':<32} "
+             f"{infos[1].label if len(infos) > 1 else 'not recorded'}"]
+    return lines + list(dict.fromkeys(info.warning for info in infos if info.warning))
 
 
 def run(args: argparse.Namespace) -> int:
     from synctalk.audio.decode import AudioDecodeError, load_audio
+    from synctalk.audio.windows import check_trim
     from training.evaluate import HeldOut, evaluate, held_out_from_text
 
     settings = load_settings()
@@ -72,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
             if not text.strip():
                 raise ValueError("the held-out text is empty")
             held, label = held_out_from_text(text), f"piper: {text[:40]!r}"
-        report = evaluate(args.name, held, models, truth_path=args.truth, audio_label=label)
+        check_trim(args.lookahead_trim)
+        report = evaluate(args.name, held, models, truth_path=args.truth, audio_label=label,
+                          lookahead_trim=args.lookahead_trim)
     except (AudioDecodeError, FileNotFoundError, ValueError, OSError) as exc:
         print(f"synctalk evaluate: {exc}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from synctalk.commands.model_options import add_model_options, with_model_options
 from synctalk.config import ModelsConfig, load_settings
 from synctalk.log import configure_logging
 
@@ -33,10 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="audio file (WAV, MP3, FLAC, OGG, the audio of a video, ...)")
     p.add_argument("--out", type=Path, default=None,
                    help="MP4 to write (default: result/<NAME>_<audio stem>.mp4)")
-    p.add_argument("--feature-mode", default=None, choices=["ave", "whisper"],
-                   help="audio features (default from config: models.feature_mode)")
-    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
-                   help="where the models run (default from config: models.device)")
+    add_model_options(p, device_help="where the models run")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
                    help=f"frames per U-Net batch (default {DEFAULT_BATCH})")
     p.add_argument("--crop-only", action="store_true",
@@ -83,10 +81,12 @@ def resolve_avatar_dir(name: str, avatars_dir: str) -> Path:
 def infer(name: str, audio_path: Path, models: ModelsConfig, out: Path | None = None,
           batch_size: int = DEFAULT_BATCH, crop_only: bool = False, start_frame: int = 0,
           progress: bool = True,
-          on_frame: Callable[[int, np.ndarray], None] | None = None) -> InferResult:
+          on_frame: Callable[[int, np.ndarray], None] | None = None,
+          lookahead_trim: int = 0) -> InferResult:
     """Render `audio_path` with avatar `name` to an MP4; InferError for user errors.
 
-    `on_frame(index, bgr)` sees every rendered frame before it is encoded (lossless)."""
+    `on_frame(index, bgr)` sees every rendered frame before it is encoded (lossless);
+    `lookahead_trim` renders with the features live input gets (synctalk.audio.windows)."""
     from kernels import select_backend
     from synctalk.audio.decode import AudioDecodeError, load_audio
     from synctalk.audio.levels import frame_levels
@@ -125,7 +125,7 @@ def infer(name: str, audio_path: Path, models: ModelsConfig, out: Path | None = 
     pipeline = FramePipeline(select_backend(prefer))
 
     started, cpu_started = time.perf_counter(), time.process_time()
-    features = extractor.extract(audio)
+    features = extractor.extract(audio, lookahead_trim)
     rms, voiced = frame_levels(audio)
     plan = StreamPlan(model, start_frame, silence, crop_only)
     total = len(features)
@@ -161,12 +161,7 @@ def infer(name: str, audio_path: Path, models: ModelsConfig, out: Path | None = 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging("infer", settings.log_format, "WARNING")
-    updates: dict[str, str] = {}
-    if args.feature_mode:
-        updates["feature_mode"] = args.feature_mode
-    if args.device:
-        updates["device"] = args.device
-    models = settings.models.model_copy(update=updates)
+    models = with_model_options(settings.models, args)
     try:
         result = infer(args.name, args.audio, models, args.out, args.batch_size, args.crop_only,
                        args.start_frame, progress=not args.no_progress)

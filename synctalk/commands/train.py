@@ -11,7 +11,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from synctalk.commands.model_options import add_model_options, with_model_options
 from synctalk.config import load_settings
+from synctalk.features.encoder_info import AudioEncoderInfo
 from synctalk.log import configure_logging
 from training.profiles import PROFILES
 
@@ -35,10 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "a fresh optimiser, e.g. another avatar's unet_ave.pt; not with --resume")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the networks (CUDA only; slower start, faster steps)")
-    p.add_argument("--feature-mode", default=None, choices=["ave", "whisper"],
-                   help="audio features (default from config: models.feature_mode)")
-    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
-                   help="where to train (default from config: models.device)")
+    add_model_options(p, device_help="where to train")
     p.add_argument("--vgg-weights", type=Path, default=None,
                    help="local torchvision vgg19 state dict: adds the 0.01 x VGG perceptual loss")
     p.set_defaults(func=run)
@@ -74,10 +73,11 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(settings.models.threads)
-    ctx = init_distributed(args.device or settings.models.device)
+    models = with_model_options(settings.models, args)
+    ctx = init_distributed(models.device)
     level = settings.log_level if ctx.is_main else "WARNING"
     configure_logging("train", settings.log_format, level)
-    request = TrainRequest(args.name, profile, args.feature_mode or settings.models.feature_mode,
+    request = TrainRequest(args.name, profile, models.feature_mode,
                            args.resume, args.vgg_weights, args.init_from)
     try:
         result = run_pipeline(request, settings, ctx)
@@ -95,17 +95,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"unet:    {result.unet}   (the renderer loads this one)")
         if result.last_epoch is not None:
             print(f"resume:  {result.last_epoch}   (synctalk train {args.name} --resume)")
-        for line in summary_lines(result.syncnet_heldout_accuracy, result.sync_gate):
+        for line in summary_lines(result.syncnet_heldout_accuracy, result.sync_gate,
+                                  result.audio_encoder):
             print(line)
     return 0
 
 
-def summary_lines(accuracy: float | None, gate: dict[str, Any] | None) -> list[str]:
-    """The SyncNet's held-out accuracy and the sync weight the U-Net trained with."""
+def summary_lines(accuracy: float | None, gate: dict[str, Any] | None,
+                  encoder: AudioEncoderInfo | None = None) -> list[str]:
+    """The SyncNet's held-out accuracy, the sync weight the U-Net trained with and the audio
+    encoder its features came from (warned about when untrained)."""
     shown = "not measured" if accuracy is None else f"{accuracy:.3f} (0.5 is chance)"
     lines = [f"syncnet held-out accuracy: {shown}"]
     if gate:
         verdict = "at or above" if gate["passed"] else "below"
         lines.append(f"unet sync weight: {gate['weight']:g} (profile {gate['profile_weight']:g}; "
                      f"held-out accuracy {verdict} the gate {gate['threshold']:g})")
+    if encoder is not None:
+        lines.append(f"audio encoder: {encoder.label}")
+        if encoder.warning:
+            lines.append(encoder.warning)
     return lines

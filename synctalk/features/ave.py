@@ -17,21 +17,20 @@ import numpy as np
 
 from synctalk.audio.mel import wav2lip_mel
 from synctalk.audio.mel_stream import MelStream
-from synctalk.audio.pcm import SAMPLES_PER_FRAME
 from synctalk.audio.windows import (
     CONTEXT_AFTER,
     CONTEXT_BEFORE,
     CONTEXT_ROWS,
     MEL_WINDOW,
+    check_trim,
     clamped_window_start,
     context_rows,
     frame_count,
     row_window,
-    stack_context,
     window_start,
 )
 from synctalk.features.ave_runners import EncoderRunner
-from synctalk.features.base import FeatureExtractor, FeatureStream, Frame, as_mono_float
+from synctalk.features.base import FeatureExtractor, Frame, MelFeatureStream
 from synctalk.models.audio_encoder import FEATURE_DIM
 
 SHAPE = (32, 16, 16)
@@ -46,25 +45,23 @@ def first_clamped_window(n_mel: int) -> int:
     return j
 
 
-def samples_needed(i: int) -> int:
+def samples_needed(i: int, trim: int = 0) -> int:
     """Samples that must have arrived before frame i can be emitted mid-stream: its last row
-    is window i+6, whose last mel frame reaches 400 samples (half the STFT) past its centre."""
-    return (window_start(i + CONTEXT_AFTER - 1) + MEL_WINDOW - 1) * 200 + 400
-
-
-def lookahead_frames() -> int:
-    """Worst case over the 5-frame period of int(3.2 j), rounded up to whole frames."""
-    worst = max(samples_needed(i) - (i + 1) * SAMPLES_PER_FRAME for i in range(10, 15))
-    return -(-worst // SAMPLES_PER_FRAME)
+    is window i+6-trim, whose last mel frame reaches 400 samples (half the STFT) past its
+    centre."""
+    return (window_start(row_window(i + CONTEXT_AFTER - trim)) + MEL_WINDOW - 1) * 200 + 400
 
 
 class AveExtractor(FeatureExtractor):
     name = "ave"
     shape = SHAPE
+    lookahead_period = range(10, 15)  # int(3.2 j) repeats every 5 frames
 
     def __init__(self, runner: EncoderRunner) -> None:
         self.runner = runner
-        self.lookahead_frames = lookahead_frames()
+
+    def samples_needed(self, i: int, trim: int = 0) -> int:
+        return samples_needed(i, trim)
 
     def encode(
         self, wanted: Iterable[int], window: Callable[[int], np.ndarray | None]
@@ -85,11 +82,7 @@ class AveExtractor(FeatureExtractor):
             out.update({g * size + p: vectors[p] for p in present})
         return out
 
-    def extract(self, audio: np.ndarray) -> np.ndarray:
-        audio = as_mono_float(audio)
-        n_frames = frame_count(audio.size)
-        if n_frames == 0:
-            return np.zeros((0, *SHAPE), np.float32)
+    def feature_rows(self, audio: np.ndarray, n_frames: int) -> np.ndarray:
         mel = wav2lip_mel(audio)
         n_mel = mel.shape[0]
         last = min(row_window(n_frames - 1), first_clamped_window(n_mel))
@@ -97,11 +90,10 @@ class AveExtractor(FeatureExtractor):
             range(last + 1),
             lambda j: mel_window(mel, clamped_window_start(j, n_mel)) if j <= last else None,
         )
-        rows = np.stack([vectors[min(row_window(r), last)] for r in range(n_frames)])
-        return np.stack([stack_context(rows, i).reshape(SHAPE) for i in range(n_frames)])
+        return np.stack([vectors[min(row_window(r), last)] for r in range(n_frames)])
 
-    def start_stream(self) -> AveStream:
-        return AveStream(self)
+    def start_stream(self, trim: int = 0) -> AveStream:
+        return AveStream(self, check_trim(trim))
 
 
 def mel_window(mel: np.ndarray, start: int) -> np.ndarray:
@@ -112,38 +104,27 @@ def mel_window(mel: np.ndarray, start: int) -> np.ndarray:
     return w.T
 
 
-class AveStream(FeatureStream):
-    """Frame i leaves once window i+6 is final (`samples_needed(i)`); the last frames, whose
-    windows read the reflect padding at the end or are clamped, leave on `finish`."""
+class AveStream(MelFeatureStream):
+    """Frame i leaves once window i+6-trim is final (`samples_needed(i, trim)`); the last
+    frames, whose windows read the reflect padding at the end or are clamped, leave on
+    `finish`."""
 
-    def __init__(self, extractor: AveExtractor) -> None:
-        self.extractor = extractor
-        self.mel = MelStream.wav2lip()
+    def __init__(self, extractor: AveExtractor, trim: int = 0) -> None:
+        super().__init__(extractor, trim, MelStream.wav2lip())
+        self.encoder = extractor
         self.vectors: dict[int, np.ndarray] = {}
-        self.next_frame = 0
         self.oldest = 0  # windows below this are forgotten (their mel is gone)
-        self.done = False
 
-    def push(self, samples: np.ndarray) -> list[Frame]:
-        if self.done:
-            raise RuntimeError("push after finish")
-        self.mel.push(as_mono_float(samples.ravel()))
+    def _ready(self) -> list[Frame]:
         ready = self.mel.ready
         i = self.next_frame
         known_frames = frame_count(self.mel.n_samples)
-        while window_start(i + CONTEXT_AFTER - 1) + MEL_WINDOW <= ready and i + 8 <= known_frames:
+        while (window_start(row_window(i + self.reach)) + MEL_WINDOW <= ready
+               and i + self.reach + 1 <= known_frames):
             i += 1
         return self._emit(range(self.next_frame, i), n_frames=None)
 
-    def samples_wanted(self) -> int:
-        return samples_needed(self.next_frame)
-
-    def finish(self) -> list[Frame]:
-        if self.done:
-            return []
-        self.done = True
-        self.mel.finish()
-        n_frames = frame_count(self.mel.n_samples)
+    def _flush(self, n_frames: int) -> list[Frame]:
         return self._emit(range(self.next_frame, n_frames), n_frames=n_frames)
 
     def _emit(self, frames: range, n_frames: int | None) -> list[Frame]:
@@ -173,16 +154,16 @@ class AveStream(FeatureStream):
                 return None
             return mel_window(self.mel.get(start, start + MEL_WINDOW), 0)
 
-        limit = n_frames if n_frames is not None else frames[-1] + CONTEXT_AFTER + 1
-        wanted = {rep(r) for i in frames for r in context_rows(i) if 0 <= r < limit}
+        limit = n_frames if n_frames is not None else frames[-1] + CONTEXT_AFTER + 1 - self.trim
+        wanted = {rep(r) for i in frames for r in context_rows(i, self.trim) if 0 <= r < limit}
         missing = wanted - self.vectors.keys()
         if missing:
-            self.vectors.update(self.extractor.encode(missing, available))
+            self.vectors.update(self.encoder.encode(missing, available))
 
         out: list[Frame] = []
         for i in frames:
             x = np.zeros((CONTEXT_ROWS, FEATURE_DIM), np.float32)
-            for k, r in enumerate(context_rows(i)):
+            for k, r in enumerate(context_rows(i, self.trim)):
                 if 0 <= r < limit:
                     x[k] = self.vectors[rep(r)]
             out.append((i, x.reshape(SHAPE)))

@@ -18,6 +18,7 @@ import torch
 
 from synctalk.config import ModelsConfig
 from synctalk.features.device import resolve_device, use_fp16
+from synctalk.features.encoder_info import AVE_CHECKPOINT_HINT
 from synctalk.log import get_logger
 from synctalk.models.audio_encoder import AudioEncoder, load_audio_encoder, seeded_audio_encoder
 
@@ -79,7 +80,7 @@ def load_model(checkpoint: str) -> AudioEncoder:
     log.warning(
         "ave.untrained_encoder",
         reason="models.ave_checkpoint is empty; using a seeded, untrained encoder",
-        hint="set SYNCTALK_MODELS__AVE_CHECKPOINT to an audio_visual_encoder.pth",
+        hint=AVE_CHECKPOINT_HINT,
     )
     return seeded_audio_encoder()
 

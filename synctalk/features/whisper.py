@@ -19,9 +19,13 @@ import numpy as np
 
 from synctalk.audio.mel import whisper_log_mel
 from synctalk.audio.mel_stream import MelStream
-from synctalk.audio.pcm import SAMPLES_PER_FRAME
-from synctalk.audio.windows import CONTEXT_AFTER, CONTEXT_BEFORE, frame_count, stack_context
-from synctalk.features.base import FeatureExtractor, FeatureStream, Frame, as_mono_float
+from synctalk.audio.windows import (
+    CONTEXT_AFTER,
+    CONTEXT_BEFORE,
+    check_trim,
+    frame_count,
+)
+from synctalk.features.base import FeatureExtractor, Frame, MelFeatureStream
 from synctalk.log import get_logger
 
 BLOCK_FRAMES = 8  # video frames whose features one encoder call produces
@@ -42,16 +46,12 @@ def block_mel_range(b: int) -> tuple[int, int]:
     return start, start + WINDOW_MEL
 
 
-def samples_needed(i: int) -> int:
+def samples_needed(i: int, trim: int = 0) -> int:
     """Samples that must have arrived before frame i can be emitted mid-stream: all of the
-    window of the block holding row i+7 (its last mel frame reaches 200 samples past it)."""
-    _, stop = block_mel_range((i + CONTEXT_AFTER) // BLOCK_FRAMES)
+    window of the block holding row i+7-trim (its last mel frame reaches 200 samples past
+    it)."""
+    _, stop = block_mel_range((i + CONTEXT_AFTER - trim) // BLOCK_FRAMES)
     return (stop - 1) * 160 + 200
-
-
-def lookahead_frames() -> int:
-    worst = max(samples_needed(i) - (i + 1) * SAMPLES_PER_FRAME for i in range(BLOCK_FRAMES))
-    return -(-worst // SAMPLES_PER_FRAME)
 
 
 def normalise_window(log_mel: np.ndarray) -> np.ndarray:
@@ -87,9 +87,13 @@ class WhisperExtractor(FeatureExtractor):
     name = "whisper"
     shape = SHAPE
 
+    lookahead_period = range(BLOCK_FRAMES)
+
     def __init__(self, encoder: WhisperEncoder) -> None:
         self.encoder = encoder
-        self.lookahead_frames = lookahead_frames()
+
+    def samples_needed(self, i: int, trim: int = 0) -> int:
+        return samples_needed(i, trim)
 
     def encode_block(self, log_mel: np.ndarray) -> np.ndarray:
         """Block window log-mel [WINDOW_MEL, 80] -> its frames' rows [BLOCK_FRAMES, 2, 384]."""
@@ -97,63 +101,46 @@ class WhisperExtractor(FeatureExtractor):
         keep = enc[ENC_PER_FRAME * LEFT_FRAMES : ENC_PER_FRAME * (LEFT_FRAMES + BLOCK_FRAMES)]
         return keep.reshape(BLOCK_FRAMES, ENC_PER_FRAME, DIM)
 
-    def extract(self, audio: np.ndarray) -> np.ndarray:
-        audio = as_mono_float(audio)
-        n_frames = frame_count(audio.size)
-        if n_frames == 0:
-            return np.zeros((0, *SHAPE), np.float32)
+    def feature_rows(self, audio: np.ndarray, n_frames: int) -> np.ndarray:
         n_blocks = -(-n_frames // BLOCK_FRAMES)
         first, _ = block_mel_range(0)
         _, stop = block_mel_range(n_blocks - 1)
         mel = whisper_log_mel(audio, first, stop)
-        rows = np.concatenate([
+        return np.concatenate([
             self.encode_block(mel[block_mel_range(b)[0] - first : block_mel_range(b)[1] - first])
             for b in range(n_blocks)
         ])[:n_frames]
-        return np.stack([stack_context(rows, i).reshape(SHAPE) for i in range(n_frames)])
 
-    def start_stream(self) -> WhisperStream:
-        return WhisperStream(self)
+    def start_stream(self, trim: int = 0) -> WhisperStream:
+        return WhisperStream(self, check_trim(trim))
 
 
-class WhisperStream(FeatureStream):
-    """Frame i leaves once the block holding row i+7 has its whole window (`samples_needed`);
-    blocks whose right context reaches past the end are computed on `finish`."""
+class WhisperStream(MelFeatureStream):
+    """Frame i leaves once the block holding row i+7-trim has its whole window
+    (`samples_needed`); blocks whose right context reaches past the end are computed on
+    `finish`."""
 
-    def __init__(self, extractor: WhisperExtractor) -> None:
-        self.extractor = extractor
-        self.mel = MelStream.whisper(first_frame=block_mel_range(0)[0])
+    def __init__(self, extractor: WhisperExtractor, trim: int = 0) -> None:
+        super().__init__(extractor, trim, MelStream.whisper(first_frame=block_mel_range(0)[0]))
+        self.encoder = extractor
         self.rows: dict[int, np.ndarray] = {}  # video frame -> [2, 384]
         self.next_block = 0
-        self.next_frame = 0
-        self.done = False
 
-    def push(self, samples: np.ndarray) -> list[Frame]:
-        if self.done:
-            raise RuntimeError("push after finish")
-        self.mel.push(as_mono_float(samples.ravel()))
+    def _ready(self) -> list[Frame]:
         while block_mel_range(self.next_block)[1] <= self.mel.ready:
             self._encode_next_block()
         have = self.next_block * BLOCK_FRAMES  # rows [0, have) are known
-        last = min(have - CONTEXT_AFTER, frame_count(self.mel.n_samples) - CONTEXT_AFTER)
+        last = min(have - self.reach, frame_count(self.mel.n_samples) - self.reach)
         return self._emit(range(self.next_frame, max(last, self.next_frame)), None)
 
-    def samples_wanted(self) -> int:
-        return samples_needed(self.next_frame)
-
-    def finish(self) -> list[Frame]:
-        if self.done:
-            return []
-        self.done = True
-        self.mel.finish()
-        n_frames = frame_count(self.mel.n_samples)
+    def _flush(self, n_frames: int) -> list[Frame]:
         while self.next_block * BLOCK_FRAMES < n_frames:
             self._encode_next_block()
         return self._emit(range(self.next_frame, n_frames), n_frames)
 
     def _encode_next_block(self) -> None:
         start, stop = block_mel_range(self.next_block)
-        rows = self.extractor.encode_block(self.mel.get(start, stop))
+        rows = self.encoder.encode_block(self.mel.get(start, stop))
         base = self.next_block * BLOCK_FRAMES
         self.rows.update({base + k: rows[k] for k in range(BLOCK_FRAMES)})
         self.next_block += 1
@@ -163,7 +150,7 @@ class WhisperStream(FeatureStream):
         out: list[Frame] = []
         for i in frames:
             x = np.zeros((CONTEXT_BEFORE + 1 + CONTEXT_AFTER, ENC_PER_FRAME, DIM), np.float32)
-            for k in range(x.shape[0]):
+            for k in range(x.shape[0] - self.trim):
                 r = i - CONTEXT_BEFORE + k
                 if r >= 0 and (n_frames is None or r < n_frames):
                     x[k] = self.rows[r]

@@ -14,25 +14,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from synctalk.models.conv_stages import ConvSpec, Stride, stage
+
 PREFIX = "audio_encoder."
 WINDOW_SHAPE = (1, 80, 16)
 FEATURE_DIM = 512
 
-# (cin, cout, kernel, stride, padding, residual), Wav2Lip SyncNet_color's audio tower.
-_LAYERS: tuple[tuple[int, int, int, int | tuple[int, int], int, bool], ...] = (
-    (1, 32, 3, 1, 1, False),
-    (32, 32, 3, 1, 1, True),
-    (32, 32, 3, 1, 1, True),
-    (32, 64, 3, (3, 1), 1, False),
-    (64, 64, 3, 1, 1, True),
-    (64, 64, 3, 1, 1, True),
-    (64, 128, 3, 3, 1, False),
-    (128, 128, 3, 1, 1, True),
-    (128, 128, 3, 1, 1, True),
-    (128, 256, 3, (3, 2), 1, False),
-    (256, 256, 3, 1, 1, True),
-    (256, 512, 3, 1, 0, False),
-    (512, 512, 1, 1, 0, False),
+# Wav2Lip SyncNet_color's audio tower.
+_LAYERS: tuple[ConvSpec, ...] = (
+    *stage(1, 32, 3, 1, 1, residuals=2),
+    *stage(32, 64, 3, (3, 1), 1, residuals=2),
+    *stage(64, 128, 3, 3, 1, residuals=2),
+    *stage(128, 256, 3, (3, 2), 1, residuals=1),
+    *stage(256, 512, 3, 1, 0),
+    *stage(512, 512, 1, 1, 0),
 )
 
 
@@ -40,7 +35,7 @@ class ConvBlock(nn.Module):
     """Conv + BatchNorm, optional identity residual, then ReLU (names as in Wav2Lip: `conv_block`)."""
 
     def __init__(
-        self, cin: int, cout: int, kernel: int, stride: int | tuple[int, int], padding: int,
+        self, cin: int, cout: int, kernel: int, stride: Stride, padding: int,
         residual: bool,
     ) -> None:
         super().__init__()

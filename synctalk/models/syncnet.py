@@ -15,45 +15,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from synctalk.models.conv_stages import ConvSpec, Stride, stage
+
 AUDIO_SHAPES: dict[str, tuple[int, int, int]] = {"ave": (32, 16, 16), "whisper": (32, 16, 24)}
 FACE_SHAPE = (3, 320, 320)
 EMBED_GRID = 3
 EPS = 1e-6
 
-# (cin, cout, kernel, stride, padding, residual) in units of the base width (32 at width 1).
-_FACE: tuple[tuple[int, int, int, int, int, bool], ...] = (
-    (0, 1, 7, 1, 3, False),  # 320
-    (1, 2, 5, 2, 1, False),  # 159
-    (2, 2, 3, 1, 1, True),
-    (2, 4, 3, 2, 0, False),  # 79
-    (4, 4, 3, 1, 1, True),
-    (4, 8, 3, 2, 1, False),  # 40
-    (8, 8, 3, 1, 1, True),
-    (8, 8, 3, 1, 1, True),
-    (8, 16, 3, 2, 1, False),  # 20
-    (16, 16, 3, 1, 1, True),
-    (16, 16, 3, 2, 1, False),  # 10
-    (16, 16, 3, 1, 1, True),
-    (16, 16, 3, 2, 1, False),  # 5
-    (16, 16, 3, 2, 1, False),  # 3
+# Channels in units of the base width (32 at width 1); cin 0 = the tower's input channels.
+# The comments give the output side of each stage.
+_FACE: tuple[ConvSpec, ...] = (
+    *stage(0, 1, 7, 1, 3),  # 320
+    *stage(1, 2, 5, 2, 1, residuals=1),  # 159
+    *stage(2, 4, 3, 2, 0, residuals=1),  # 79
+    *stage(4, 8, 3, 2, 1, residuals=2),  # 40
+    *stage(8, 16, 3, 2, 1, residuals=1),  # 20
+    *stage(16, 16, 3, 2, 1, residuals=1),  # 10
+    *stage(16, 16, 3, 2, 1),  # 5
+    *stage(16, 16, 3, 2, 1),  # 3
 )
-_AUDIO: tuple[tuple[int, int, int, int, int, bool], ...] = (
-    (0, 2, 3, 1, 1, False),  # 16
-    (2, 2, 3, 1, 1, True),
-    (2, 4, 3, 1, 1, False),
-    (4, 4, 3, 1, 1, True),
-    (4, 8, 3, 2, 2, False),  # 9
-    (8, 8, 3, 1, 1, True),
-    (8, 16, 3, 2, 1, False),  # 5
-    (16, 16, 3, 1, 1, True),
-    (16, 16, 3, 2, 1, False),  # 3 (whisper: 3x4, pooled to 3x3)
+_AUDIO: tuple[ConvSpec, ...] = (
+    *stage(0, 2, 3, 1, 1, residuals=1),  # 16
+    *stage(2, 4, 3, 1, 1, residuals=1),  # 16
+    *stage(4, 8, 3, 2, 2, residuals=1),  # 9
+    *stage(8, 16, 3, 2, 1, residuals=1),  # 5
+    *stage(16, 16, 3, 2, 1),  # 3 (whisper: 3x4, pooled to 3x3)
 )
 
 
 class ConvBlock(nn.Module):
     """Conv + BatchNorm, optional identity residual, LeakyReLU(0.01)."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, padding: int,
+    def __init__(self, cin: int, cout: int, kernel: int, stride: Stride, padding: int,
                  residual: bool) -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, stride, padding, bias=False)
@@ -67,7 +60,7 @@ class ConvBlock(nn.Module):
         return F.leaky_relu(out, 0.01)
 
 
-def _tower(spec: tuple[tuple[int, int, int, int, int, bool], ...], in_channels: int,
+def _tower(spec: tuple[ConvSpec, ...], in_channels: int,
            base: int, embed: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for cin, cout, kernel, stride, padding, residual in spec:

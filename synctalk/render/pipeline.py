@@ -134,6 +134,15 @@ class FrameJob:
     quality: int = DEFAULT_JPEG_QUALITY
 
 
+def runner_groups(jobs: Sequence[FrameJob]) -> list[list[int]]:
+    """The jobs' indices grouped by U-Net runner, each group in job order: a batch may mix
+    avatars and modes, and a runner must see only its own rows."""
+    groups: dict[int, list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault(id(job.model.runner), []).append(i)
+    return list(groups.values())
+
+
 @dataclass
 class StageTimes:
     """Wall and process-CPU seconds spent per stage (all batches), for the benchmark: on a
@@ -192,14 +201,12 @@ class FramePipeline:
 
     def _unet(self, jobs: Sequence[FrameJob], crops: np.ndarray) -> np.ndarray:
         """Predictions [B,3,320,320]; each runner sees only its own rows, in job order."""
-        groups: dict[int, list[int]] = {}
-        for i, job in enumerate(jobs):
-            groups.setdefault(id(job.model.runner), []).append(i)
+        groups = runner_groups(jobs)
         if len(groups) == 1:
             audio = np.stack([job.audio for job in jobs]).astype(np.float32, copy=False)
             return np.asarray(jobs[0].model.runner(crops, audio), np.float32)
         pred = np.empty((len(jobs), 3, WINDOW, WINDOW), np.float32)
-        for rows in groups.values():
+        for rows in groups:
             audio = np.stack([jobs[i].audio for i in rows]).astype(np.float32, copy=False)
             pred[rows] = jobs[rows[0]].model.runner(np.ascontiguousarray(crops[rows]), audio)
         return pred

@@ -28,7 +28,13 @@ import torch
 from kernels import DEFAULT_FEATHER, WINDOW, select_backend
 from synctalk.render.device_frames import DeviceFrames
 from synctalk.render.encode import Encoding, encode, encode_jpeg, encode_raw_rgb
-from synctalk.render.pipeline import FrameJob, RenderModel, StageTimes, crop_with_face
+from synctalk.render.pipeline import (
+    FrameJob,
+    RenderModel,
+    StageTimes,
+    crop_with_face,
+    runner_groups,
+)
 
 
 @dataclass(frozen=True)
@@ -180,13 +186,11 @@ class ResidentPipeline:
 
     def _unet(self, jobs: Sequence[FrameJob], x: torch.Tensor) -> torch.Tensor:
         """Predictions [B,3,320,320] on the device; each runner sees only its own rows."""
-        groups: dict[int, list[int]] = {}
-        for i, job in enumerate(jobs):
-            groups.setdefault(id(job.model.runner), []).append(i)
+        groups = runner_groups(jobs)
         if len(groups) == 1:
             return self._run_unet(jobs[0].model.runner, x, [job.audio for job in jobs])
         parts = {}
-        for rows in groups.values():
+        for rows in groups:
             parts[tuple(rows)] = self._run_unet(jobs[rows[0]].model.runner, x[rows],
                                                 [jobs[i].audio for i in rows])
         first = next(iter(parts.values()))

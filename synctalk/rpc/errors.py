@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+import functools
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
+import structlog
 
 QUOTE_CHARS = 64  # of an input quoted in a status message
 MAX_DETAILS_CHARS = 1024  # far below gRPC's 8 KiB metadata limit, whatever the input
+
+StreamHandler = TypeVar("StreamHandler", bound=Callable[..., AsyncIterator[Any]])
 
 
 def quote(value: str, limit: int = QUOTE_CHARS) -> str:
@@ -63,3 +67,27 @@ async def drain(requests: AsyncIterator[Any], limit_s: float = 0.5, max_messages
                 count += 1
                 if count >= max_messages:
                     break
+
+
+def rejects_bad_streams(event: str, log: structlog.stdlib.BoundLogger
+                        ) -> Callable[[StreamHandler], StreamHandler]:
+    """The edge of a servicer's streaming handler `(self, request_iterator, context)`: an
+    RpcError it raises is logged as `event`, what the client already sent is drained, and the
+    call ends with the error's status, so the handler itself only raises."""
+
+    def decorate(handler: StreamHandler) -> StreamHandler:
+        @functools.wraps(handler)
+        async def guarded(self: Any, request_iterator: AsyncIterator[Any],
+                          context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                async with contextlib.aclosing(handler(self, request_iterator, context)) as replies:
+                    async for reply in replies:
+                        yield reply
+            except RpcError as err:
+                log.info(event, code=err.code.name, reason=err.message)
+                await drain(request_iterator)
+                await abort(context, err)
+
+        return cast(StreamHandler, guarded)
+
+    return decorate

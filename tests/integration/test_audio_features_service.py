@@ -172,3 +172,41 @@ def test_stream_that_never_ends_hits_its_deadline() -> None:
         return err.value.code()
 
     assert run_with_server(body) == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+@pytest.mark.parametrize("mode", ["ave", "whisper"])
+def test_a_trimmed_stream_equals_the_trimmed_offline_features(mode: str) -> None:
+    audio = speech_16k()[:48000]
+    pcm = float_to_s16le(audio)
+    extractor = get_extractor(mode, settings().models)
+
+    async def body(stub, channel):
+        modes = await stub.ListModes(audio_features_pb2.ListModesRequest())
+        call = stub.Extract(chunks(pcm, 700), metadata=(("x-feature-mode", mode),
+                                                        ("x-feature-trim", "3")))
+        return modes, [frame async for frame in call]
+
+    modes, frames = run_with_server(body)
+    assert np.array_equal(features_of(frames), extractor.extract(audio, 3))
+    assert not np.array_equal(features_of(frames), extractor.extract(audio))
+    by_name = {m.name: m for m in modes.modes}
+    trimmed = list(by_name[mode].trimmed_lookahead_frames)
+    assert len(trimmed) == 8 and trimmed[0] == by_name[mode].lookahead_frames
+    assert trimmed == [extractor.lookahead_for(t) for t in range(8)]
+    assert trimmed == sorted(trimmed, reverse=True) and trimmed[3] < trimmed[0]
+
+
+@pytest.mark.parametrize("value", ["8", "-1", "three", "", "1" * 40])
+def test_a_trim_outside_0_to_7_is_invalid_argument(value: str) -> None:
+    async def body(stub, channel):
+        call = stub.Extract(chunks(float_to_s16le(speech_16k()[:3200]), 640),
+                            metadata=(("x-feature-trim", value),))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in call:
+                pass
+        await assert_still_healthy(stub, channel)
+        return caught.value
+
+    error = run_with_server(body)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "x-feature-trim" in error.details() and len(error.details()) < 200

@@ -87,3 +87,11 @@ def test_evaluate_command_errors_exit_2(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "synctalk evaluate:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_evaluate_refuses_a_trim_outside_the_context() -> None:
+    result = subprocess.run([sys.executable, "-m", "synctalk", "evaluate", "demo", "--text",
+                             "Hello there.", "--lookahead-trim", "8"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "look-ahead trim 8" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -21,17 +21,15 @@ from synctalk.features import get_extractor
 from synctalk.render.encode import decode_raw_rgb
 from synctalk.rpc.channel import dial
 from synctalk.rpc.gen.lipsync.v1 import common_pb2, renderer_pb2, renderer_pb2_grpc
-from tests.support.avatars import make_avatar, speech_with_pauses
+from tests.support.avatars import avatar_store, speech_with_pauses
 
 SECONDS = 2.0
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("avatars")
-    make_avatar(root, "tiny")
-    make_avatar(root, "odd", num_frames=5, height=171, width=203, seed=2)
-    return root
+    return avatar_store(tmp_path_factory.mktemp("avatars"), "odd", num_frames=5, height=171,
+                        width=203, seed=2)
 
 
 @pytest.fixture(scope="module")

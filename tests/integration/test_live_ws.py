@@ -26,6 +26,7 @@ from services.edge.live_protocol import MAX_MESSAGE_BYTES, origin_allowed
 from services.edge.live_timeline import Timeline
 from synctalk.audio.pcm import float_to_s16le, s16le_to_float
 from tests.support.audio import tone_pcm
+from tests.support.http import active_sessions, metric_by_label, wait_sessions
 from tests.support.stack import AVATAR_SIZE, Edge, Stack
 
 STEP = 1280  # 40 ms of 16 kHz s16le
@@ -99,28 +100,18 @@ class Live:
         self.thread.join(10)
 
 
-def active_sessions(edge: Edge) -> int:
-    with edge.client() as client:
-        return int(client.get("/health").json()["active_sessions"])
-
-
-def wait_sessions(edge: Edge, n: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while active_sessions(edge) != n and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert active_sessions(edge) == n
-
-
 def test_microphone_audio_in_frames_with_their_audio_out(edge: Edge) -> None:
     pcm = tone_pcm(1.0)
     live = Live(edge, {})
     live.send_realtime(pcm, speed=2.0)
-    live.wait_frames(25)  # the pause flush brings out the frames the look-ahead holds back
+    live.wait_frames(26)  # the pause flush brings out the frames the look-ahead holds back
     assert active_sessions(edge) == 1
     live.close()
     start = live.messages[0][0]
     assert start["type"] == "start" and start["live"] is True and len(start["session_id"]) == 32
     assert (start["width"], start["height"]) == AVATAR_SIZE and start["lookahead_ms"] > 0
+    # Live features leave out the default 3 context rows: ave's look-ahead 11 -> 8 frames.
+    assert start["lookahead_trim"] == 3 and start["lookahead_ms"] == 40 * 8
     frames = live.frames[:25]
     assert [h["index"] for h, _ in frames] == list(range(25))
     assert [h["input_sample"] for h, _ in frames] == [640 * i for i in range(25)]
@@ -284,11 +275,7 @@ def test_session_cap_idle_timeout_and_lifetime(stack: Stack) -> None:
 
 
 def _dropped(edge: Edge) -> dict[str, float]:
-    with edge.client() as client:
-        text = client.get("/metrics").text
-    prefix = 'synctalk_edge_live_dropped_frames_total{reason="'
-    return {line[len(prefix):].split('"')[0]: float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines() if line.startswith(prefix)}
+    return metric_by_label(edge, 'synctalk_edge_live_dropped_frames_total{reason="')
 
 
 def test_frames_the_renderer_cannot_make_in_time_are_dropped(stack: Stack) -> None:

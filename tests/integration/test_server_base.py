@@ -4,12 +4,9 @@ reflection through grpcurl, health, SIGTERM drain, deadlines and client cancella
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,49 +18,19 @@ from synctalk.config import load_settings
 from synctalk.rpc.gen.lipsync.v1 import tts_pb2, tts_pb2_grpc
 from synctalk.rpc.server import GrpcServer
 from tests.support.paths import ROOT, free_port
+from tests.support.processes import HeldCall, wait_until
 from tests.support.tts import config, running_server, text
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 HEALTH = health_pb2.HealthCheckRequest
 
 
-def wait_until(predicate, timeout_s: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-class HeldStream:
-    """A Synthesize call whose requests the test feeds one by one; responses are collected in a thread."""
-
-    def __init__(self, stub: tts_pb2_grpc.TextToSpeechStub, timeout: float | None = None) -> None:
-        self.requests: queue.Queue[tts_pb2.SynthesizeRequest | None] = queue.Queue()
-        self.chunks: list = []
-        self.error: grpc.RpcError | None = None
-        self.call = stub.Synthesize(self._requests(), timeout=timeout)
-        self.done = threading.Event()
-        threading.Thread(target=self._collect, daemon=True).start()
-
-    def _requests(self) -> Iterator[tts_pb2.SynthesizeRequest]:
-        while (request := self.requests.get()) is not None:
-            yield request
-
-    def _collect(self) -> None:
-        try:
-            for chunk in self.call:
-                self.chunks.append(chunk)
-        except grpc.RpcError as err:
-            self.error = err
-        finally:
-            self.done.set()
-
-    def send(self, request: tts_pb2.SynthesizeRequest) -> None:
-        self.requests.put(request)
-
-    def close(self) -> None:
-        self.requests.put(None)
+def held_synthesis(stub: tts_pb2_grpc.TextToSpeechStub, sentence: str, *, timeout_s: float,
+                   deterministic: bool = False) -> HeldCall:
+    """A Synthesize call sent its config and `sentence`, held open for more."""
+    held = HeldCall(stub.Synthesize, config(deterministic=deterministic), timeout_s=timeout_s)
+    held.send(text(sentence))
+    return held
 
 
 def health_status(channel: grpc.Channel) -> int:
@@ -126,10 +93,9 @@ def test_sigterm_drains_in_flight_streams_and_refuses_new_ones(serve_process) ->
     process, address = serve_process
     with grpc.insecure_channel(address) as channel:
         stub = tts_pb2_grpc.TextToSpeechStub(channel)
-        held = HeldStream(stub, timeout=60)
-        held.send(config(deterministic=True))
-        held.send(text("This sentence is spoken before the signal. "))
-        wait_until(lambda: held.chunks or held.done.is_set(), 30, "first audio")
+        held = held_synthesis(stub, "This sentence is spoken before the signal. ",
+                              timeout_s=60, deterministic=True)
+        wait_until(lambda: held.responses or held.done.is_set(), 30, "first audio")
         assert held.error is None
 
         process.send_signal(signal.SIGTERM)
@@ -144,7 +110,7 @@ def test_sigterm_drains_in_flight_streams_and_refuses_new_ones(serve_process) ->
         held.close()
         assert held.done.wait(30)
         assert held.error is None
-        assert [c.text for c in held.chunks if c.end_of_sentence] == [
+        assert [c.text for c in held.responses if c.end_of_sentence] == [
             "This sentence is spoken before the signal.", "And this one after it."]
     assert process.wait(timeout=30) == 0
 
@@ -158,9 +124,7 @@ def server() -> Iterator[GrpcServer]:
 def test_stream_that_never_ends_gets_deadline_exceeded(server: GrpcServer) -> None:
     with grpc.insecure_channel(server.address) as channel:
         stub = tts_pb2_grpc.TextToSpeechStub(channel)
-        held = HeldStream(stub, timeout=1.0)
-        held.send(config())
-        held.send(text("Speak this and then wait forever. "))
+        held = held_synthesis(stub, "Speak this and then wait forever. ", timeout_s=1.0)
         assert held.done.wait(15)
         held.close()
         assert held.error is not None and held.error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -171,10 +135,8 @@ def test_stream_that_never_ends_gets_deadline_exceeded(server: GrpcServer) -> No
 def test_client_cancel_ends_the_stream_and_the_server_survives(server: GrpcServer) -> None:
     with grpc.insecure_channel(server.address) as channel:
         stub = tts_pb2_grpc.TextToSpeechStub(channel)
-        held = HeldStream(stub, timeout=60)
-        held.send(config())
-        held.send(text("One sentence arrives. "))
-        wait_until(lambda: held.chunks, 30, "first audio")
+        held = held_synthesis(stub, "One sentence arrives. ", timeout_s=60)
+        wait_until(lambda: held.responses, 30, "first audio")
         held.call.cancel()
         assert held.done.wait(10)
         held.close()

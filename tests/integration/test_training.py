@@ -28,7 +28,7 @@ from tests.support.training import (
     write_avatar_folder,
 )
 from training.checkpoints import load_checkpoint
-from training.datasets import SyncPairs, UNetDataset, split_holdout
+from training.datasets import AvatarArrays, SyncPairs, UNetDataset, split_holdout
 from training.losses import LossWeights, UNetLoss, VGG19Features, load_vgg19, ssim
 from training.metrics import read_scalars
 from training.profiles import get_profile
@@ -281,15 +281,30 @@ def test_train_command_rejects_bad_arguments(tmp_path: Path,
 # ---------------------------------------------------------------- --init-from
 
 
-def test_init_from_starts_a_new_run_from_another_runs_weights(
-    tmp_path: Path, unet_run: tuple[Path, list[dict[str, float]]]
-) -> None:
+@dataclasses.dataclass
+class InitFrom:
+    """What an `--init-from` run starts with: the source run's weights and loss history, and
+    the new run's data and SyncNet (in the test's own folder)."""
+
+    trained: Path
+    history: list[dict[str, float]]
+    data: AvatarArrays
+    syncnet: Path
+
+
+@pytest.fixture
+def init_from(tmp_path: Path, unet_run: tuple[Path, list[dict[str, float]]]) -> InitFrom:
+    reference_dir, history = unet_run
+    return InitFrom(unet_path(reference_dir, "ave"), history, synthetic_avatar(24),
+                    save_untrained_syncnet(tmp_path))
+
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path: Path,
+                                                             init_from: InitFrom) -> None:
     from training.unet_train import warm_start
 
-    reference_dir, reference_history = unet_run
-    trained = unet_path(reference_dir, "ave")
-    data = synthetic_avatar(24)
-    syncnet = save_untrained_syncnet(tmp_path)
+    trained, reference_history = init_from.trained, init_from.history
+    data, syncnet = init_from.data, init_from.syncnet
     trainer = UNetTrainer(tmp_path, data, "ave", tiny(epochs=1, batch_size=2), CPU,
                           syncnet_checkpoint=syncnet)
     warm_start(trainer, trained)
@@ -306,13 +321,8 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(
     assert warm.history[0]["l1"] < reference_history[0]["l1"]
 
 
-def test_init_from_refuses_weights_that_do_not_fit(
-    tmp_path: Path, unet_run: tuple[Path, list[dict[str, float]]]
-) -> None:
-    reference_dir, _ = unet_run
-    trained = unet_path(reference_dir, "ave")
-    data = synthetic_avatar(24)
-    syncnet = save_untrained_syncnet(tmp_path)
+def test_init_from_refuses_weights_that_do_not_fit(tmp_path: Path, init_from: InitFrom) -> None:
+    trained, data, syncnet = init_from.trained, init_from.data, init_from.syncnet
     cases = [
         (syncnet, tiny(epochs=1), False, "not a U-Net checkpoint"),
         (trained, tiny(epochs=1, width=0.5), False, "U-Net width 1.0"),

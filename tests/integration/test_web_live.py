@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,8 @@ import numpy as np
 import pytest
 
 from tests.support.audio import wav_bytes
-from tests.support.browser import ARGS, CHROMIUM, _require_browser
+from tests.support.browser import ARGS, CHROMIUM, _require_browser, open_page
+from tests.support.http import wait_sessions
 from tests.support.paths import ROOT
 from tests.support.stack import Edge, Stack
 
@@ -51,16 +51,8 @@ MEASURE = """(truth) => {
 }"""
 
 
-def _active(edge: Edge) -> int:
-    with edge.client() as client:
-        return int(client.get("/health").json()["active_sessions"])
-
-
-def _wait_active(edge: Edge, n: int, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while _active(edge) != n and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _active(edge) == n
+def _wait_active(edge: Edge, n: int) -> None:
+    wait_sessions(edge, n, timeout=15, step_s=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -110,11 +102,8 @@ def test_microphone_drives_the_mouth_and_stop_and_close_end_the_session(
     with sync_playwright() as p:
         browser = _launch(p, speech_wav)
         try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda err: errors.append(str(err)))
-            page.goto(demo_edge.url + "/")
-            page.wait_for_function("document.querySelector('#avatar').options.length > 0")
+            page, errors = open_page(browser, demo_edge.url + "/",
+                                     "document.querySelector('#avatar').options.length > 0")
             page.evaluate(MEASURE, truth)
             page.click("#tab-mic")
             assert not page.is_checked("#mic-monitor")  # own voice off by default

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.browser import ARGS, CHROMIUM, _require_browser
+from tests.support.browser import ARGS, CHROMIUM, _require_browser, open_page
+from tests.support.http import metric_by_label
 from tests.support.stack import Edge, Stack, shared_stack
 
 
@@ -37,11 +38,8 @@ def page(edge: Edge):  # type: ignore[no-untyped-def]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda err: errors.append(str(err)))
-            page.goto(edge.url + "/")
-            page.wait_for_function("document.querySelector('#voice').options.length > 0")
+            page, errors = open_page(browser, edge.url + "/",
+                                     "document.querySelector('#voice').options.length > 0")
             page.errors = errors  # type: ignore[attr-defined]
             yield page
         finally:
@@ -115,11 +113,7 @@ def test_upload_tab_animates_a_file(page, tmp_path: Path) -> None:  # type: igno
 
 
 def _outcomes(edge: Edge) -> dict[str, float]:
-    with edge.client() as client:
-        text = client.get("/metrics").text
-    prefix = 'synctalk_edge_utterances_total{input="text",outcome="'
-    return {line[len(prefix):].split('"')[0]: float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines() if line.startswith(prefix)}
+    return metric_by_label(edge, 'synctalk_edge_utterances_total{input="text",outcome="')
 
 
 def test_speaking_again_interrupts_and_stop_cancels(page, edge: Edge) -> None:  # type: ignore[no-untyped-def]

@@ -114,3 +114,11 @@ def speech_with_pauses(seconds: float = 2.0, lead: float = 0.4, tail: float = 0.
     audio = np.zeros(n, np.float32)
     audio[n_lead : n - n_tail] = speech_16k()[: n - n_lead - n_tail]
     return audio
+
+
+def avatar_store(root: Path, other: str, **shape: int) -> Path:
+    """`root` as an avatar store holding the default "tiny" avatar and `other`, made with
+    `shape` (make_avatar's num_frames, height, width, seed): two sizes for every path."""
+    make_avatar(root, "tiny")
+    make_avatar(root, other, **shape)
+    return root

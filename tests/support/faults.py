@@ -12,7 +12,14 @@ import numpy as np
 from services.edge import stream_format
 from synctalk.rpc.gen.lipsync.v1 import renderer_pb2_grpc
 from tests.support.audio import tone_pcm, wav_bytes
-from tests.support.processes import AVATAR, BACKENDS, EdgeProcess, ServiceProcess, wait_until
+from tests.support.processes import (
+    AVATAR,
+    BACKENDS,
+    AvStream,
+    EdgeProcess,
+    ServiceProcess,
+    wait_until,
+)
 from tests.support.renderer import config as render_config
 from tests.support.renderer import feature_request
 
@@ -50,6 +57,24 @@ def warm_renderer(proc: ServiceProcess) -> None:
 
 def upload(seconds: float) -> dict[str, Any]:
     return {"files": {"audio_file": ("a.wav", wav_bytes(tone_pcm(seconds)), "audio/wav")}}
+
+
+def long_session(edge: EdgeProcess, service: str, upload_s: float) -> AvStream:
+    """A realtime session that keeps `service` busy for many seconds (text for tts, else an
+    upload of `upload_s` seconds), returned once its first 5 frames are in: mid-stream."""
+    if service == "tts":
+        session = AvStream(edge, "/generate", json={"text": SPEECH})
+    else:
+        session = AvStream(edge, "/generate-from-audio", **upload(upload_s))
+    session.wait_frames(5)
+    return session
+
+
+def assert_error_end(session: AvStream, service: str) -> None:
+    """The session's stream ended (its end timed) with an error naming `service`."""
+    assert session.end is not None and session.end_at is not None, session.summary()
+    assert session.end["status"] == "error", session.summary()
+    assert session.end["service"] == service, session.summary()
 
 
 def short_generation(edge: EdgeProcess, service: str) -> httpx.Response:

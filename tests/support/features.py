@@ -7,9 +7,10 @@ import numpy as np
 from synctalk.audio.mel_stream import MelStream
 
 
-def stream_in_chunks(extractor, audio: np.ndarray, size: int) -> tuple[list, list[int]]:
+def stream_in_chunks(extractor, audio: np.ndarray, size: int,
+                     trim: int = 0) -> tuple[list, list[int]]:
     """Frames from the streaming state, and the sample count at which each one came out."""
-    stream = extractor.start_stream()
+    stream = extractor.start_stream(trim)
     frames, seen_at = [], []
     for start in range(0, audio.size, size):
         got = stream.push(audio[start : start + size])

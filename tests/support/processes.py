@@ -318,7 +318,7 @@ class AvStream:
 
 class HeldCall:
     """A bidirectional call whose requests the test feeds one by one, its responses collected
-    on a thread: `test_server_base.HeldStream` for any stream method."""
+    on a thread (any stream method)."""
 
     def __init__(self, method: Callable[..., Any], first: object, *, timeout_s: float = 60,
                  metadata: tuple[tuple[str, str], ...] = ()) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,15 @@ class Stack:
         counts = {"tts": self.tts.tracker.inflight, "audio_features": self.features.tracker.inflight}
         counts["renderer"] = sum(r.tracker.inflight for r in self.renderers)
         return counts
+
+    def settle(self, edge: Edge) -> None:
+        """Wait for `edge` and the backends to drop what the last request held; assert it."""
+        deadline = time.monotonic() + 5
+        while (edge.server.runtime.sessions.active or any(self.inflight().values())) \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert edge.server.runtime.sessions.active == 0
+        assert self.inflight() == {"tts": 0, "audio_features": 0, "renderer": 0}
 
     def close(self) -> None:
         async def stop() -> None:

@@ -76,3 +76,43 @@ def test_session_cap_and_barge_in() -> None:
         sessions.get("../../etc/passwd")
     with pytest.raises(EdgeError):
         sessions.get(first.id, kind="grpc")
+
+
+class _Modes:
+    """AudioFeatures.ListModes of a server with the given look-ahead table for mode ave."""
+
+    def __init__(self, trimmed: list[int]) -> None:
+        self.trimmed = trimmed
+
+    async def ListModes(self, request, **call_options):  # noqa: N802 - the gRPC method name
+        from synctalk.rpc.gen.lipsync.v1 import audio_features_pb2
+
+        mode = audio_features_pb2.FeatureMode(name="ave", lookahead_frames=11,
+                                              trimmed_lookahead_frames=self.trimmed)
+        return audio_features_pb2.ListModesResponse(modes=[mode])
+
+
+@pytest.mark.parametrize("table,asked,granted", [
+    ([11, 10, 9, 8], 3, (3, 8)),
+    ([11, 10, 9, 8], 7, (3, 8)),  # the server grants at most its largest trim
+    ([11, 10, 9, 8], 0, (0, 11)),
+    ([], 3, (0, 11)),  # a server that knows no trim grants none
+])
+def test_the_edge_uses_the_trim_the_feature_service_grants(table, asked, granted) -> None:
+    import asyncio
+
+    from services.edge.clients import Downstream
+    from synctalk.config import load_settings
+
+    settings = load_settings()
+
+    async def main():
+        downstream = Downstream(settings.services, settings.server, default_avatar="demo",
+                                feature_mode="ave")
+        downstream.features = _Modes(table)
+        try:
+            return await downstream.lookahead_frames("ave", asked)
+        finally:
+            await downstream.close()
+
+    assert asyncio.run(main()) == granted

@@ -24,17 +24,15 @@ from synctalk.render.pipeline import (
     load_render_model,
     render_offline,
 )
-from tests.support.avatars import make_avatar
+from tests.support.avatars import avatar_store
 
 MODELS = ModelsConfig(device="cpu")
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("avatars")
-    make_avatar(root, "tiny")
-    make_avatar(root, "wide", num_frames=6, height=200, width=300, seed=3)
-    return root
+    return avatar_store(tmp_path_factory.mktemp("avatars"), "wide", num_frames=6, height=200,
+                        width=300, seed=3)
 
 
 @pytest.fixture(scope="module")

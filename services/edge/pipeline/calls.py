@@ -18,6 +18,7 @@ from services.edge.pipeline.outcome import Outcome
 from synctalk.rpc.server import SESSION_METADATA_KEY
 
 FEATURE_MODE_METADATA_KEY = "x-feature-mode"
+FEATURE_TRIM_METADATA_KEY = "x-feature-trim"
 T = TypeVar("T")
 
 # What grpc.aio reports, as an INTERNAL status, for a stream that broke under a write.
@@ -46,9 +47,10 @@ class StageCalls:
         session = ((SESSION_METADATA_KEY, session_id),)
         timeout = config.stream_timeout_s
         self.calls[RENDERER] = downstream.renderer.Render(metadata=session, timeout=timeout)
-        self.calls[FEATURES] = downstream.features.Extract(
-            metadata=(*session, (FEATURE_MODE_METADATA_KEY, config.feature_mode)),
-            timeout=timeout)
+        features = (*session, (FEATURE_MODE_METADATA_KEY, config.feature_mode))
+        if config.feature_trim:
+            features = (*features, (FEATURE_TRIM_METADATA_KEY, str(config.feature_trim)))
+        self.calls[FEATURES] = downstream.features.Extract(metadata=features, timeout=timeout)
         if text_input:
             self.calls[TTS] = downstream.tts.Synthesize(metadata=session, timeout=timeout)
         for service, call in self.calls.items():

@@ -42,6 +42,8 @@ class UtteranceConfig:
     # (held back by the feature look-ahead) come out instead of waiting for more audio.
     tail_flush_s: float | None = None
     lookahead_frames: int = 8
+    # Context rows left out of each frame's features (`x-feature-trim`; live input).
+    feature_trim: int = 0
     stream_timeout_s: float = 660.0
     # Text input: speech past this many samples ends the utterance with a clear 422 (the
     # stream limit) rather than running into the renderer's frame cap ("busy").

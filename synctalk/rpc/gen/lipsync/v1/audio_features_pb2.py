@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from synctalk.rpc.gen.lipsync.v1 import common_pb2 as lipsync_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flipsync/v1/audio_features.proto\x12\nlipsync.v1\x1a\x17lipsync/v1/common.proto\"\x12\n\x10ListModesRequest\"X\n\x0b\x46\x65\x61tureMode\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x05\x12\x18\n\x10lookahead_frames\x18\x03 \x01(\x05\x12\x12\n\nis_default\x18\x04 \x01(\x08\";\n\x11ListModesResponse\x12&\n\x05modes\x18\x01 \x03(\x0b\x32\x17.lipsync.v1.FeatureMode2\x9a\x01\n\rAudioFeatures\x12?\n\x07\x45xtract\x12\x16.lipsync.v1.AudioChunk\x1a\x18.lipsync.v1.FeatureFrame(\x01\x30\x01\x12H\n\tListModes\x12\x1c.lipsync.v1.ListModesRequest\x1a\x1d.lipsync.v1.ListModesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flipsync/v1/audio_features.proto\x12\nlipsync.v1\x1a\x17lipsync/v1/common.proto\"\x12\n\x10ListModesRequest\"z\n\x0b\x46\x65\x61tureMode\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x05\x12\x18\n\x10lookahead_frames\x18\x03 \x01(\x05\x12\x12\n\nis_default\x18\x04 \x01(\x08\x12 \n\x18trimmed_lookahead_frames\x18\x05 \x03(\x05\";\n\x11ListModesResponse\x12&\n\x05modes\x18\x01 \x03(\x0b\x32\x17.lipsync.v1.FeatureMode2\x9a\x01\n\rAudioFeatures\x12?\n\x07\x45xtract\x12\x16.lipsync.v1.AudioChunk\x1a\x18.lipsync.v1.FeatureFrame(\x01\x30\x01\x12H\n\tListModes\x12\x1c.lipsync.v1.ListModesRequest\x1a\x1d.lipsync.v1.ListModesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,9 +35,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMODESREQUEST']._serialized_start=72
   _globals['_LISTMODESREQUEST']._serialized_end=90
   _globals['_FEATUREMODE']._serialized_start=92
-  _globals['_FEATUREMODE']._serialized_end=180
-  _globals['_LISTMODESRESPONSE']._serialized_start=182
-  _globals['_LISTMODESRESPONSE']._serialized_end=241
-  _globals['_AUDIOFEATURES']._serialized_start=244
-  _globals['_AUDIOFEATURES']._serialized_end=398
+  _globals['_FEATUREMODE']._serialized_end=214
+  _globals['_LISTMODESRESPONSE']._serialized_start=216
+  _globals['_LISTMODESRESPONSE']._serialized_end=275
+  _globals['_AUDIOFEATURES']._serialized_start=278
+  _globals['_AUDIOFEATURES']._serialized_end=432
 # @@protoc_insertion_point(module_scope)

@@ -12,16 +12,18 @@ class ListModesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class FeatureMode(_message.Message):
-    __slots__ = ("name", "shape", "lookahead_frames", "is_default")
+    __slots__ = ("name", "shape", "lookahead_frames", "is_default", "trimmed_lookahead_frames")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     LOOKAHEAD_FRAMES_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    TRIMMED_LOOKAHEAD_FRAMES_FIELD_NUMBER: _ClassVar[int]
     name: str
     shape: _containers.RepeatedScalarFieldContainer[int]
     lookahead_frames: int
     is_default: bool
-    def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., lookahead_frames: _Optional[int] = ..., is_default: _Optional[bool] = ...) -> None: ...
+    trimmed_lookahead_frames: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., lookahead_frames: _Optional[int] = ..., is_default: _Optional[bool] = ..., trimmed_lookahead_frames: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ListModesResponse(_message.Message):
     __slots__ = ("modes",)

@@ -52,14 +52,17 @@ class AudioFeaturesServicer:
 
     def Extract(self, request_iterator, context):
         """PCM chunks of any size (16 kHz mono s16le, contiguous) in; FeatureFrames numbered from 0
-        out, each as soon as the audio it depends on has arrived (the window looks 8 video frames,
-        320 ms, ahead), the rest flushed when the client ends its stream. The result is identical
+        out, each as soon as the audio it depends on has arrived (FeatureMode.lookahead_frames
+        past the frame), the rest flushed when the client ends its stream. The result is identical
         to the offline extractor on the whole file, whatever the chunk sizes.
         The feature mode is chosen with the call metadata key `x-feature-mode` ("ave" or
-        "whisper"); without it the server's default mode is used.
+        "whisper"); without it the server's default mode is used. The metadata key
+        `x-feature-trim` (0 to 7, default 0) leaves out each frame's last N context rows (they
+        read as zeros), so frames leave N frames sooner: live input trades a little context for
+        latency (FeatureMode.trimmed_lookahead_frames[N] is the look-ahead then).
         Errors: INVALID_ARGUMENT (sample rate not 16000, odd byte count, non-contiguous
-        start_sample, unknown mode), RESOURCE_EXHAUSTED (stream longer than max_stream_seconds),
-        DEADLINE_EXCEEDED, CANCELLED.
+        start_sample, unknown mode, trim out of range), RESOURCE_EXHAUSTED (stream longer than
+        max_stream_seconds), DEADLINE_EXCEEDED, CANCELLED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
