@@ -75,7 +75,7 @@ def test_animate_stream_that_never_ends_hits_its_deadline(stack: Stack, edge: Ed
         async with grpc.aio.insecure_channel(edge.grpc_address) as channel:
             stub = avatar_pb2_grpc.AvatarStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                async for _ in stub.Animate(never_ending(), timeout=1.5):
+                async for _ in stub.Animate(never_ending(), timeout=3.0):
                     received += 1
         return caught.value.code(), received
 
