@@ -109,9 +109,10 @@ class AveStream(MelFeatureStream):
     frames, whose windows read the reflect padding at the end or are clamped, leave on
     `finish`."""
 
+    extractor: AveExtractor
+
     def __init__(self, extractor: AveExtractor, trim: int = 0) -> None:
         super().__init__(extractor, trim, MelStream.wav2lip())
-        self.encoder = extractor
         self.vectors: dict[int, np.ndarray] = {}
         self.oldest = 0  # windows below this are forgotten (their mel is gone)
 
@@ -158,7 +159,7 @@ class AveStream(MelFeatureStream):
         wanted = {rep(r) for i in frames for r in context_rows(i, self.trim) if 0 <= r < limit}
         missing = wanted - self.vectors.keys()
         if missing:
-            self.vectors.update(self.encoder.encode(missing, available))
+            self.vectors.update(self.extractor.encode(missing, available))
 
         out: list[Frame] = []
         for i in frames:

@@ -120,9 +120,10 @@ class WhisperStream(MelFeatureStream):
     (`samples_needed`); blocks whose right context reaches past the end are computed on
     `finish`."""
 
+    extractor: WhisperExtractor
+
     def __init__(self, extractor: WhisperExtractor, trim: int = 0) -> None:
         super().__init__(extractor, trim, MelStream.whisper(first_frame=block_mel_range(0)[0]))
-        self.encoder = extractor
         self.rows: dict[int, np.ndarray] = {}  # video frame -> [2, 384]
         self.next_block = 0
 
@@ -140,7 +141,7 @@ class WhisperStream(MelFeatureStream):
 
     def _encode_next_block(self) -> None:
         start, stop = block_mel_range(self.next_block)
-        rows = self.encoder.encode_block(self.mel.get(start, stop))
+        rows = self.extractor.encode_block(self.mel.get(start, stop))
         base = self.next_block * BLOCK_FRAMES
         self.rows.update({base + k: rows[k] for k in range(BLOCK_FRAMES)})
         self.next_block += 1
