@@ -147,6 +147,10 @@ class RendererConfig(BaseModel):
     # A batch running longer than this ends its streams with UNAVAILABLE and turns the
     # renderer's health NOT_SERVING until a batch completes again (0 = no deadline).
     batch_deadline_s: float = 30.0
+    # The idle loop (IdleLoop, docs/renderer.md): at most this many frames (the first
+    # frames / 2 + 1 of the avatar, forward and back), kept for every avatar up to the budget.
+    idle_loop_frames: int = Field(500, ge=2, le=25 * 600)
+    idle_cache_mb: int = Field(256, ge=0)
 
     def batching(self, on_gpu: bool) -> tuple[int, float]:
         """(frames per batch, ms a batch waits to fill) for the host or the CUDA path."""

@@ -6,7 +6,8 @@ other kind starts a new utterance that interrupts it, and `cancel` stops it (bar
 three downstream streams are cancelled and the frames not yet sent are dropped). Frame
 indices and pts count on across the utterances of a call. While input pauses, the edge pads
 silence after the look-ahead so the last frames of what was said come out without waiting
-for more input (`UtteranceConfig.tail_flush_s`).
+for more input (`UtteranceConfig.tail_flush_s`). With `idle_between_utterances` the call sends
+the avatar's idle loop whenever nothing is said (services/edge/animate_idle.py).
 
 A call is bounded twice: the client must send something at least every
 `services.idle_timeout_s` (a push-to-talk pause fits), and the call ends after
@@ -27,6 +28,7 @@ import numpy as np
 import soxr
 
 from services.edge.access import AccessPolicy
+from services.edge.animate_idle import IDLE_AFTER_S, feed_idle
 from services.edge.clients import AvatarMeta
 from services.edge.errors import EdgeError, bad_input
 from services.edge.orchestrator import Frame, Utterance, UtteranceInterrupted
@@ -69,19 +71,53 @@ class _Call:
         self.config = config
         self.voice = voice
         self.resample = _Resampler(rate)
-        self.out: asyncio.Queue[tuple[Utterance, Frame] | BaseException | None] = asyncio.Queue(64)
+        self.out: asyncio.Queue[tuple[Utterance | None, Frame] | BaseException | None] = \
+            asyncio.Queue(64)
         self.current: Utterance | None = None
         self.kind: str | None = None
         self.forwarders: list[asyncio.Task[None]] = []
+        # Idling between utterances (services/edge/animate_idle.py).
+        self.starting = False  # an utterance is being opened
+        self.input_ended = False  # the current utterance's input was ended after a pause
+        self.closed = False  # the call's input has ended
+        self.last_activity = time.monotonic()  # the last input or frame
+        self.idle_frames = 0
+        self.idler: asyncio.Task[None] | None = None
+        if config.idle_between_utterances:
+            encoding = config.encoding or common_pb2.IMAGE_ENCODING_JPEG
+            self.idler = asyncio.ensure_future(feed_idle(self, encoding))
+
+    @property
+    def quiet(self) -> bool:
+        """No utterance is starting, running or delivering, and input is still open."""
+        return (not self.starting and not self.closed
+                and (self.current is None or not self.current.active)
+                and all(task.done() for task in self.forwarders))
+
+    def end_paused_input(self, now: float) -> None:
+        """End the current utterance's input once nothing came in or went out for a while."""
+        if (self.current is not None and self.current.active and not self.input_ended
+                and now - self.last_activity > IDLE_AFTER_S):
+            self.finish()
+            self.input_ended = True
+
+    def stop_idling(self) -> None:
+        self.closed = True
+        if self.idler is not None:
+            self.idler.cancel()
 
     async def start_utterance(self, kind: str) -> Utterance:
         encoding = self.config.encoding or common_pb2.IMAGE_ENCODING_JPEG
         request = Request(input=kind, voice=self.voice, encoding=encoding,
                           jpeg_quality=self.config.jpeg_quality, tail_flush_s=TAIL_FLUSH_S)
-        utterance = await self.rt.start(self.session, request, self.avatar)
+        self.starting = True
+        try:
+            utterance = await self.rt.start(self.session, request, self.avatar)
+        finally:
+            self.starting = False
         if kind == "audio":
             self.resample = _Resampler(self.resample.rate)  # nothing of earlier audio leaks in
-        self.current, self.kind = utterance, kind
+        self.current, self.kind, self.input_ended = utterance, kind, False
         self.forwarders.append(asyncio.ensure_future(self._forward(utterance, kind)))
         return utterance
 
@@ -89,6 +125,7 @@ class _Call:
         frames = self.rt.deliver(self.session, utterance, kind, time.monotonic(), self.avatar)
         try:
             async for frame in frames:
+                self.last_activity = time.monotonic()
                 await self.out.put((utterance, frame))
         except UtteranceInterrupted:
             pass
@@ -105,7 +142,7 @@ class _Call:
         kept = []
         while not self.out.empty():
             item = self.out.get_nowait()
-            if not (isinstance(item, tuple) and item[0].interrupted):
+            if not (isinstance(item, tuple) and item[0] is not None and item[0].interrupted):
                 kept.append(item)
         for item in kept:
             self.out.put_nowait(item)
@@ -126,8 +163,11 @@ class _Call:
             if chunk.sample_rate not in (0, self.resample.rate):
                 raise bad_input(f"audio.sample_rate: {chunk.sample_rate} differs from "
                                 f"config.sample_rate {self.resample.rate}")
-        if self.current is None or self.kind != kind or not self.current.active:
+        self.last_activity = time.monotonic()
+        if (self.current is None or self.kind != kind or not self.current.active
+                or self.input_ended):
             if self.current is not None and self.current.active:
+                # Barge-in; after a pause (input_ended) only its last silent frames are left.
                 self.cancel_current("interrupted")
             await self.start_utterance(kind)
         assert self.current is not None
@@ -140,7 +180,7 @@ class _Call:
             self.current.send_text(bytes(request.text))  # TTS validates UTF-8 across pieces
 
     def finish(self) -> None:
-        if self.current is not None and self.current.active:
+        if self.current is not None and self.current.active and not self.input_ended:
             if self.kind == "audio":
                 self.current.send_audio(self.resample(b"", last=True))
             self.current.send_end()
@@ -223,10 +263,12 @@ class AvatarServicer(avatar_pb2_grpc.AvatarServicer):
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await reader
                 if call is not None:
+                    call.stop_idling()
                     call.cancel_current("stream closed")
-                    for task in call.forwarders:
+                    tasks = [*call.forwarders, *([call.idler] if call.idler else [])]
+                    for task in tasks:
                         task.cancel()
-                    await asyncio.gather(*call.forwarders, return_exceptions=True)
+                    await asyncio.gather(*tasks, return_exceptions=True)
             finally:
                 if session is not None:
                     rt.sessions.close_stream(session)
@@ -245,8 +287,10 @@ class AvatarServicer(avatar_pb2_grpc.AvatarServicer):
                     log.info("animate.idle_timeout", session_id=call.session.id, idle_s=idle_s)
                     raise idle_timeout(idle_s) from None
                 await call.feed(request)
+            call.stop_idling()
             call.finish()
         except EdgeError as err:
+            call.stop_idling()
             call.cancel_current("bad input" if err.code != grpc.StatusCode.DEADLINE_EXCEEDED
                                 else "idle")
             await call.out.put(err)
@@ -268,7 +312,7 @@ class AvatarServicer(avatar_pb2_grpc.AvatarServicer):
             if isinstance(item, BaseException):
                 raise item
             utterance, frame = item
-            if utterance.interrupted:
+            if utterance is not None and utterance.interrupted:
                 continue
             yield avatar_pb2.AnimatedFrame(
                 frame=common_pb2.VideoFrame(

@@ -68,6 +68,7 @@ class RendererPool:
         self.shared = renderer_pb2_grpc.RendererStub(shared)
         self.ListAvatars = self.shared.ListAvatars
         self.GetAvatar = self.shared.GetAvatar
+        self.IdleLoop = self.shared.IdleLoop
         self.replicas: dict[str, Replica] = {}
         self._spec: Target | None = parse_target(target)
         self._refresher: asyncio.Task[None] | None = None

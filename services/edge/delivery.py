@@ -71,6 +71,8 @@ class DeliveryRecord:
         """Record how the utterance ended and close the debug dump; run as one guarded cleanup
         step, so nothing here can keep the session's slot."""
         session, frames = self.session, self.avatar.num_frames
+        if self.last_source >= 0:
+            session.last_source = self.last_source
         if self.last_source >= 0 and frames > 1:
             nxt = self.last_source + 1
             session.next_start_frame = nxt if nxt < frames else self.last_source - 1

@@ -110,7 +110,8 @@ class LiveSession:
             old.replaced = True
         request = Request(input="audio", encoding=common_pb2.IMAGE_ENCODING_JPEG,
                           jpeg_quality=self.config.jpeg_quality, tail_flush_s=None,
-                          lookahead_trim=self.rt.settings.services.live_lookahead_trim)
+                          lookahead_trim=self.rt.settings.services.live_lookahead_trim,
+                          start_frame=self.config.start_frame if old is None else None)
         utterance = await self.rt.start(self.session, request, self.avatar)
         if old is not None:
             stale = max(0, old.unsent)

@@ -44,6 +44,9 @@ class LiveConfig(BaseModel):
     sample_rate: int = Field(SAMPLE_RATE, ge=8000, le=192_000)
     avatar: str = Field("", max_length=64)
     jpeg_quality: int = Field(0, ge=0, le=100)
+    start_frame: int | None = Field(None, ge=0, le=2**31 - 1, description="Avatar source "
+                                    "frame the first utterance starts at (GET /idle's "
+                                    "`next_start` of the idle frame shown)")
     token: str = Field("", max_length=256, description="API token (off loopback), for "
                        "clients that cannot set headers on a WebSocket (browsers)")
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from services.edge.clients import AvatarMeta, Downstream
 from services.edge.delivery import DeliveryRecord
 from services.edge.errors import EdgeError, bad_input
+from services.edge.idle_loops import IdleLoops
 from services.edge.metrics import EdgeMetrics
 from services.edge.orchestrator import Frame, Utterance, UtteranceConfig, UtteranceInterrupted
 from services.edge.results import ResultStore
@@ -51,6 +52,9 @@ class Request:
     # Context rows each frame leaves out to come out sooner (live input; see
     # synctalk.audio.windows); the feature service may grant fewer.
     lookahead_trim: int = 0
+    # Avatar source frame to start the walk at (the idle loop's `next_start`, so speech goes
+    # on from the idle frame a player shows); None: where the session's last utterance left.
+    start_frame: int | None = None
 
 
 class EdgeRuntime:
@@ -65,6 +69,7 @@ class EdgeRuntime:
         self.sessions = SessionManager(settings.services.max_sessions)
         self.metrics = EdgeMetrics()
         self.results = ResultStore()
+        self.idle_loops = IdleLoops(self.downstream)
 
     async def close(self) -> None:
         self.sessions.cancel_all()
@@ -162,6 +167,12 @@ def utterance_config(settings: Settings, session: Session, request: Request,
     """The settings of `session`'s next utterance: it starts where the last one left the
     avatar, and a gRPC session's frames count on across utterances."""
     start_frame = session.next_start_frame if avatar.num_frames > 0 else 0
+    if request.start_frame is not None:
+        if not 0 <= request.start_frame < max(avatar.num_frames, 1):
+            raise bad_input(f"start_frame: expected 0..{max(avatar.num_frames, 1) - 1} (avatar "
+                            f"{avatar.name!r} has {avatar.num_frames} frames), got "
+                            f"{request.start_frame}")
+        start_frame = request.start_frame
     if avatar.num_frames > 0:
         start_frame = min(start_frame, avatar.num_frames - 1)
     services = settings.services

@@ -42,6 +42,7 @@ class Session:
     utterances: int = 0
     next_index: int = 0  # first frame index of the next utterance (gRPC sessions count on)
     next_start_frame: int = 0  # avatar source frame the next utterance starts its walk at
+    last_source: int = -1  # avatar source frame of the last frame sent (-1: none yet)
     debug_frames: int = 0  # frames dumped so far (debug file names count on across utterances)
     last_result: str | None = None  # URL of the last completed utterance's mp4
 

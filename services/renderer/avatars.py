@@ -53,6 +53,11 @@ def _stamp(path: Path) -> tuple[int, ...]:
     return tuple(_mtime(path / name) for name in DEFINING_FILES)
 
 
+def checkpoint_stamp(model: RenderModel) -> int:
+    """Changes when the model's U-Net checkpoint is rewritten (what it draws changes)."""
+    return _mtime(model.avatar.unet_checkpoint(model.mode))
+
+
 @dataclass
 class _AvatarEntry:
     avatar: Avatar

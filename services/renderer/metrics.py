@@ -25,6 +25,10 @@ FRAMES = Counter("synctalk_renderer_frames_total", "Frames rendered.", ["avatar"
 STAGE_SECONDS = Histogram(
     "synctalk_renderer_stage_seconds", "Seconds a batch spends in each pipeline stage.",
     ["stage"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+IDLE_LOOP_FRAMES = Counter(
+    "synctalk_renderer_idle_loop_frames_total",
+    "Idle-loop frames sent: drawn by the U-Net once per avatar, then served from the cache.",
+    ["avatar", "served"])
 ACTIVE_STREAMS = Gauge("synctalk_renderer_active_streams", "Render calls in progress.")
 RESIDENT_AVATAR_BYTES = Gauge(
     "synctalk_renderer_resident_avatar_bytes", "Bytes of avatar frames resident on the device.")

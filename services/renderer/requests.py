@@ -10,7 +10,7 @@ import numpy as np
 
 from synctalk.models.unet import AUDIO_SHAPES
 from synctalk.render.encode import Encoding
-from synctalk.rpc.errors import exhausted, invalid
+from synctalk.rpc.errors import exhausted, invalid, quote
 from synctalk.rpc.gen.lipsync.v1 import common_pb2, renderer_pb2
 
 _DTYPES = {
@@ -69,6 +69,23 @@ def parse_config(request: renderer_pb2.RenderRequest | None, default_quality: in
         crop_only=cfg.crop_only,
         start_frame=int(cfg.start_frame),
     )
+
+
+def parse_idle_request(request: renderer_pb2.IdleLoopRequest, default_quality: int,
+                       default_mode: str) -> tuple[RenderOptions, str]:
+    """An IdleLoop request's options (full frames from the walk's start) and feature mode."""
+    if request.encoding not in _ENCODINGS:
+        raise invalid("encoding", f"unknown image encoding {request.encoding}")
+    if not 0 <= request.jpeg_quality <= 100:
+        raise invalid("jpeg_quality", f"expected 1..100 (0 = default), got {request.jpeg_quality}")
+    mode = request.feature_mode or default_mode
+    if mode not in AUDIO_SHAPES:
+        raise invalid("feature_mode", f"unknown feature mode {quote(mode)} "
+                                      f"(known: {', '.join(AUDIO_SHAPES)})")
+    options = RenderOptions(avatar=request.avatar, encoding=_ENCODINGS[request.encoding],
+                            jpeg_quality=request.jpeg_quality or default_quality,
+                            crop_only=False, start_frame=0)
+    return options, mode
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ a stream holds at most `renderer.inflight_per_batch` batches of frames submitted
 handed to the transport (a slot is taken before a frame is submitted and given back once
 its VideoFrame has been written). When a call ends for any reason (done, error,
 cancellation, deadline) its queued futures are cancelled, so the batcher drops them and no
-further batch work is done for it. ListAvatars and GetAvatar live in catalog.py.
+further batch work is done for it. ListAvatars and GetAvatar live in catalog.py; IdleLoop
+serves each avatar's idle loop, drawn once (idle_loops.py).
 """
 
 from __future__ import annotations
@@ -25,10 +26,16 @@ import grpc
 import numpy as np
 
 from services.renderer import metrics
-from services.renderer.avatars import AvatarStore
+from services.renderer.avatars import AvatarStore, checkpoint_stamp
 from services.renderer.batches import BatchRunner
 from services.renderer.catalog import AvatarCatalog
-from services.renderer.requests import FrameChecker, RenderOptions, parse_config
+from services.renderer.idle_loops import IdleLoopCache, IdleLoopMaker
+from services.renderer.requests import (
+    FrameChecker,
+    RenderOptions,
+    parse_config,
+    parse_idle_request,
+)
 from services.renderer.stream import END, RenderStream, drain, video_frame
 from synctalk.config import RendererConfig
 from synctalk.log import get_logger
@@ -61,6 +68,8 @@ class RendererServicer(AvatarCatalog):
         self.default_mode = default_mode
         self.active: dict[int, RenderStream] = {}
         self._ids = itertools.count()
+        self.idle_loops = IdleLoopCache(config.idle_cache_mb * 1024**2)
+        self.idle_maker = IdleLoopMaker(self.runner, encoder, config.idle_loop_frames)
 
     @property
     def name(self) -> str:
@@ -133,6 +142,30 @@ class RendererServicer(AvatarCatalog):
                     metrics.ACTIVE_STREAMS.dec()
                 if stream.model is not None:
                     self.runner.release(stream.model)
+
+    async def IdleLoop(
+        self, request: renderer_pb2.IdleLoopRequest, context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[common_pb2.VideoFrame]:
+        try:
+            options, mode = parse_idle_request(request, self.jpeg_quality, self.default_mode)
+            model = await asyncio.to_thread(self.store.model, options.avatar, mode, "avatar")
+            silence = await self._silence(mode)
+            if silence is None:
+                raise RpcError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"feature mode {mode!r}: no silence window here, so no idle loop")
+            stamp = await asyncio.to_thread(checkpoint_stamp, model)
+            key = (model.key, mode, stamp, options.encoding, options.jpeg_quality)
+            frames, cached = await self.idle_loops.get(
+                key, lambda: self.idle_maker.draw(model, silence, options))
+        except RpcError as err:
+            log.info("idle.rejected", code=err.code.name, reason=err.message)
+            await abort(context, err)
+        if cached:
+            metrics.IDLE_LOOP_FRAMES.labels(avatar=options.avatar, served="cache").inc(len(frames))
+        log.info("idle.loop_sent", avatar=options.avatar, mode=mode, frames=len(frames),
+                 cached=cached)
+        for frame in frames:
+            yield frame
 
     async def _read(self, requests: AsyncIterator[renderer_pb2.RenderRequest],
                     stream: RenderStream, options: RenderOptions) -> None:

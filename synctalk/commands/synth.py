@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--motion", type=float, default=2.0, help="head drift amplitude in pixels (0 = still)")
     p.add_argument("--no-blink", action="store_true", help="never blink")
     p.add_argument("--face", type=Path, default=None, help="face photo (default: assets/faces/astronaut.jpg)")
+    p.add_argument("--head-model", choices=("landmark-warp", "jaw-drop"), default="landmark-warp",
+                   help="how the mouth moves: landmark-warp (the photo's own lips and jaw, "
+                        "default) or jaw-drop (the legacy model of the bundled demo)")
     p.set_defaults(func=run)
 
 
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail("the text is empty")
     request = ClipRequest(out_dir=args.out, name=args.name, text=text, seconds=args.seconds,
                           size=args.size, seed=args.seed, motion_px=max(0.0, args.motion),
-                          blink=not args.no_blink, face=args.face)
+                          blink=not args.no_blink, face=args.face, head_model=args.head_model)
     try:
         clip = make_clip(request)
     except (OSError, ValueError) as exc:

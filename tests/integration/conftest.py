@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.stack import Edge, Stack, shared_stack
+from synctalk.rpc.gen.lipsync.v1 import avatar_pb2_grpc
+from tests.support.stack import Edge, Stack, animate_stub, shared_stack
 
 
 @pytest.fixture(scope="module")
@@ -24,3 +25,10 @@ def client(edge: Edge) -> Iterator[httpx.Client]:
     settings it tests)."""
     with edge.client() as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def stub(edge: Edge) -> Iterator[avatar_pb2_grpc.AvatarStub]:
+    """An Avatar (Animate) stub on the module's `edge`."""
+    with animate_stub(edge) as s:
+        yield s

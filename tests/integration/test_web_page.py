@@ -11,15 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.browser import ARGS, CHROMIUM, _require_browser, open_page
+from tests.support.browser import browser_stack, chromium_page
 from tests.support.http import metric_by_label
-from tests.support.stack import Edge, Stack, shared_stack
+from tests.support.stack import Edge, Stack
 
-
-@pytest.fixture(scope="module")
-def stack(request: pytest.FixtureRequest) -> Stack:
-    _require_browser()
-    return shared_stack(request)
+stack = pytest.fixture(browser_stack, scope="module", name="stack")
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +29,8 @@ def edge(stack: Stack) -> Edge:
 
 @pytest.fixture(scope="module")
 def page(edge: Edge):  # type: ignore[no-untyped-def]
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            page, errors = open_page(browser, edge.url + "/",
-                                     "document.querySelector('#voice').options.length > 0")
-            page.errors = errors  # type: ignore[attr-defined]
-            yield page
-        finally:
-            browser.close()
+    with chromium_page(edge.url + "/", "document.querySelector('#voice').options.length > 0") as page:
+        yield page
 
 
 def test_speak_paints_frames_plays_sound_in_sync(page, edge: Edge, artifacts_dir: Path) -> None:  # type: ignore[no-untyped-def]
@@ -151,6 +138,7 @@ STOP_AND_MEASURE = """async (button) => {
     const want = ref.getContext('2d').getImageData(0, 0, w, h).data;
     const stage = document.querySelector('#stage');
     const showsIdle = () => {
+        if (p.idleLoop) return p.idleShown !== null;  // an idle-loop frame is on the canvas
         if (stage.width !== w || stage.height !== h) return false;
         const got = stage.getContext('2d').getImageData(0, 0, w, h).data;
         for (let i = 0; i < got.length; i += 97) if (Math.abs(got[i] - want[i]) > 2) return false;

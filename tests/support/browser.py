@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,16 @@ def _require_browser() -> None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
 
 
+def browser_stack(request: pytest.FixtureRequest) -> Any:
+    """The shared stack (tests.support.stack), or a skip when there is no browser; use as a
+    module's `stack` fixture: `stack = pytest.fixture(browser_stack, scope="module",
+    name="stack")`."""
+    from tests.support.stack import shared_stack
+
+    _require_browser()
+    return shared_stack(request)
+
+
 def open_page(browser: Any, url: str, ready: str) -> tuple[Any, list[str]]:
     """A 1200x900 page at `url`, once the JS condition `ready` holds, and the list its
     uncaught errors are appended to."""
@@ -32,3 +44,19 @@ def open_page(browser: Any, url: str, ready: str) -> tuple[Any, list[str]]:
     page.goto(url)
     page.wait_for_function(ready)
     return page, errors
+
+
+@contextmanager
+def chromium_page(url: str, ready: str) -> Iterator[Any]:
+    """A page of a fresh headless Chromium at `url` (see `open_page`); its uncaught errors
+    are in `page.errors`."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page, errors = open_page(browser, url, ready)
+            page.errors = errors
+            yield page
+        finally:
+            browser.close()

@@ -6,15 +6,19 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
 from services.edge.server import EdgeServer
 from synctalk.config import Settings, load_settings
+from synctalk.rpc.gen.lipsync.v1 import avatar_pb2_grpc
 from synctalk.rpc.server import GrpcServer
 from tests.support.avatars import make_avatar
 from tests.support.loop import BackgroundLoop
@@ -127,6 +131,13 @@ class Stack:
 
 
 _shared: Stack | None = None
+
+
+@contextmanager
+def animate_stub(edge: Edge) -> Iterator[avatar_pb2_grpc.AvatarStub]:
+    """An Avatar stub on `edge`'s gRPC port, its channel closed afterwards."""
+    with grpc.insecure_channel(edge.grpc_address) as channel:
+        yield avatar_pb2_grpc.AvatarStub(channel)
 
 
 def shared_stack(request: pytest.FixtureRequest) -> Stack:

@@ -48,3 +48,9 @@ RealtimeQuery = Annotated[bool, Query(
                 "at most 1 s ahead; false sends them as fast as they are made")]
 AvatarQuery = Annotated[str, Query(max_length=64, description="Avatar name; empty: the default")]
 VoiceQuery = Annotated[str, Query(max_length=128, description="TTS voice id; empty: the default")]
+StartFrameQuery = Annotated[int | None, Query(
+    ge=0, le=2**31 - 1,
+    description="Avatar source frame the utterance starts its walk at: a player idling on "
+                "the loop from GET /idle passes the `next_start` of the idle frame it shows, "
+                "so speech goes on from it without a jump. Default: the frame after the one "
+                "the session's last utterance ended on")]

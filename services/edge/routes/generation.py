@@ -17,6 +17,7 @@ from services.edge.routes.deps import (
     RealtimeQuery,
     Runtime,
     SessionQuery,
+    StartFrameQuery,
     UploadReader,
     VoiceQuery,
     new_router,
@@ -46,10 +47,12 @@ async def generate_get(
     realtime: RealtimeQuery = True,
     duration: Annotated[float | None, Query(
         description="Ignored; accepted for compatibility with the seed server")] = None,
+    start_frame: StartFrameQuery = None,
 ) -> Response:
     started = time.monotonic()
     return await generate(rt, started, "text", text=text, voice=voice, avatar=avatar,
-                          fmt=format, session_id=session_id, realtime=realtime)
+                          fmt=format, session_id=session_id, realtime=realtime,
+                          start_frame=start_frame)
 
 
 @router.post("/generate", summary="Speak text (JSON body): a stream of frames",
@@ -61,11 +64,12 @@ async def generate_post(
     session_id: SessionQuery = None,
     realtime: RealtimeQuery = True,
     duration: Annotated[float | None, Query(description="Ignored (seed compatibility)")] = None,
+    start_frame: StartFrameQuery = None,
 ) -> Response:
     started = time.monotonic()
     return await generate(rt, started, "text", text=body.text, voice=body.voice,
                           avatar=body.avatar, fmt=format, session_id=session_id,
-                          realtime=realtime)
+                          realtime=realtime, start_frame=start_frame)
 
 
 @router.post("/generate-from-audio",
@@ -89,6 +93,7 @@ async def generate_from_audio(
     format: FormatQuery = "mjpeg",
     session_id: SessionQuery = None,
     realtime: RealtimeQuery = True,
+    start_frame: StartFrameQuery = None,
 ) -> Response:
     started = time.monotonic()
     admission = rt.admit(session_id)  # before the body is read: over the cap, 503 at once
@@ -96,7 +101,7 @@ async def generate_from_audio(
         await rt.avatar(avatar)
         pcm = await uploads.pcm(request)
         return await generate(rt, started, "audio", pcm=pcm, avatar=avatar, fmt=format,
-                              admission=admission, realtime=realtime)
+                              admission=admission, realtime=realtime, start_frame=start_frame)
     except BaseException:
         await admission.close()
         raise

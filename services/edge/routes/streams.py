@@ -82,6 +82,7 @@ async def generate(
     session_id: str | None = None,
     realtime: bool = True,
     admission: Admission | None = None,
+    start_frame: int | None = None,
 ) -> Response:
     """Validate, admit (unless the caller did), start the utterance, wait for its first
     frame, then stream the rest. The admission is closed on every path: here on a failure,
@@ -93,7 +94,8 @@ async def generate(
     try:
         meta = await rt.avatar(avatar)
         voice_id = await rt.check_voice(voice) if text is not None else ""
-        utterance = await admitted.start(Request(input=kind, voice=voice_id), meta)
+        utterance = await admitted.start(
+            Request(input=kind, voice=voice_id, start_frame=start_frame), meta)
         utterance.submit(text=text, pcm=pcm)
         frames = rt.deliver(session, utterance, kind, started, meta)
         try:

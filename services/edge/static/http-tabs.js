@@ -68,11 +68,18 @@ function onStarted(sid) {
   setStatus("Speaking…");
 }
 
+/* Speech goes on from the frame on the canvas (the idle loop's, or the last one spoken). */
+function withStartFrame(params) {
+  const start = player.startFrame();
+  if (start !== null) params.set("start_frame", String(start));
+}
+
 function speak() {
   const body = JSON.stringify({ text: $("text").value, voice: $("voice").value, avatar: $("avatar").value });
   run((sid) => {
     const params = new URLSearchParams({ format: "av" });
     if (sid) params.set("session_id", sid);
+    withStartFrame(params);
     return [`/generate?${params}`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body,
     }];
@@ -90,6 +97,7 @@ function animateFile() {
     form.append("audio_file", file, file.name);
     const params = new URLSearchParams({ format: "av", avatar: $("avatar").value });
     if (sid) params.set("session_id", sid);
+    withStartFrame(params);
     return [`/generate-from-audio?${params}`, { method: "POST", body: form }];
   });
 }

@@ -59,6 +59,7 @@ export class LiveMic {
       throw new Error(`The microphone could not be opened: ${e.message || e.name}`);
     }
     const player = this.player;
+    const startFrame = player.startFrame();
     player.stop("replaced");
     const ctx = player.audio();
     if (!this.workletLoaded) {
@@ -90,7 +91,9 @@ export class LiveMic {
     ws.binaryType = "arraybuffer";
     const parser = new AvStreamReader();
     ws.onopen = () => {
-      ws.send(JSON.stringify({ type: "config", sample_rate: rate, avatar }));
+      const config = { type: "config", sample_rate: rate, avatar };
+      if (startFrame !== null) config.start_frame = startFrame;
+      ws.send(JSON.stringify(config));
       stats.status = "streaming";
     };
     ws.onmessage = (ev) => {
@@ -142,7 +145,10 @@ export class LiveMic {
     this.stream = this.source = this.node = this.sink = null;
     this.ws = null;
     this.level = 0;
-    if (this.player.live === this) this.player.live = null;
+    if (this.player.live === this) {
+      this.player.live = null;
+      this.player.resumeIdle();
+    }
     if (this.player.gain) this.player.gain.gain.value = 1;
   }
 }

@@ -1,10 +1,12 @@
 /* SyncTalk 2D page, the entry module: the tabs, the voice and avatar choices, the avatar's
- * still frame, and each part's wiring. Parts: player.js (the av stream on the audio clock),
+ * still frame and idle loop, and each part's wiring. Parts: player.js (the av stream on the
+ * audio clock, and the idle loop between utterances: idle-loop.js),
  * live-mic.js (the microphone to /live), http-tabs.js, mic-tab.js, debug-panel.js. */
 
 import { wireDebugPanel } from "./debug-panel.js";
 import { $, setStatus } from "./dom.js";
 import { wireHttpTabs } from "./http-tabs.js";
+import { IdleLoop } from "./idle-loop.js";
 import { wireMicTab } from "./mic-tab.js";
 import { player } from "./page-state.js";
 
@@ -39,13 +41,20 @@ async function loadChoices() {
   drawStill();
 }
 
+/* The avatar's still at once, then its idle loop, which keeps the avatar moving between
+ * utterances (the still stays if the loop cannot be had). */
 function drawStill() {
+  const avatar = $("avatar").value || "";
+  player.setIdleLoop(null);
   const img = new Image();
   img.onload = () => {
     player.idle = img;
     player.showIdle();
   };
-  img.src = `/avatar?avatar=${encodeURIComponent($("avatar").value || "")}`;
+  img.src = `/avatar?avatar=${encodeURIComponent(avatar)}`;
+  IdleLoop.load(avatar).then((loop) => {
+    if (($("avatar").value || "") === avatar) player.setIdleLoop(loop);
+  }, (e) => console.warn("no idle loop:", e.message));
 }
 
 wireHttpTabs();

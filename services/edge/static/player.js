@@ -15,10 +15,17 @@
  * would wait more than LIVE_MAX_AHEAD_S is dropped, so the delay cannot grow. Mouth-to-ear
  * latency: the moment a frame is painted minus the moment the page got the middle sample of
  * the frame's 40 ms from the microphone.
+ *
+ * Between utterances the player shows the avatar's idle loop (idle-loop.js) at 25 frames/s on
+ * the wall clock. While a request is on its way the idle frame shown waits (after barge-in,
+ * the next idle frame is shown and waits); speech starts at the walk start that frame names
+ * (`startFrame`, sent with the request), and idling resumes next to the last speech frame
+ * painted, so neither hand-over jumps.
  */
 
 import { AvStreamReader } from "./av-stream.js";
 import { newStats, summarize } from "./figures.js";
+import { IdlePlayer } from "./idle-loop.js";
 
 const FRAME_S = 0.04;
 const LEAD_S = 0.15; // schedule the first frame this far ahead of the audio clock
@@ -42,7 +49,10 @@ export class Player {
     this.abort = null;
     this.stats = newStats();
     this.generation = 0;
-    this.idle = null; // the avatar's still frame (closed mouth), shown whenever speech stops
+    this.idle = null; // the avatar's still frame, shown when speech stops and there is no loop
+    this.idler = new IdlePlayer(canvas, this.g); // the idle loop, played whenever speech stops
+    this.holding = false; // a request is on its way: the idle frame shown waits for speech
+    this.lastSource = -1; // avatar source frame of the last speech frame painted
     this.stoppedAt = null;
     this.live = null; // the LiveMic feeding this player, if any
     this.onPaint = null; // hook (tests): called with each painted frame
@@ -90,7 +100,45 @@ export class Player {
     return Math.sqrt(sum / data.length);
   }
 
+  get idleLoop() {
+    return this.idler.loop;
+  }
+
+  get idleShown() {
+    return this.idler.shown;
+  }
+
+  get idleStats() {
+    return this.idler.stats;
+  }
+
+  setIdleLoop(loop) {
+    this.idler.setLoop(loop);
+  }
+
+  speaking() {
+    return this.queue.length > 0 || this.sources.size > 0;
+  }
+
+  /* The walk start for speech that begins now: after the idle frame on the canvas, or, while
+   * a speech frame is there, after the idle frame painted next (a request on its way shows
+   * one idle frame, closed mouth, and holds it). Null without a loop: the server goes on
+   * from the session's last utterance. */
+  startFrame() {
+    const idler = this.idler;
+    if (!idler.loop) return null;
+    const shown = idler.shown !== null && !this.speaking() ? idler.shown : idler.pos;
+    return idler.loop.frame(shown).nextStart;
+  }
+
+  /* The request is over: idle on (from the frame after the last speech frame painted). */
+  resumeIdle() {
+    this.holding = false;
+    this.idler.due = null;
+  }
+
   showIdle() {
+    if (this.idler.loop) return; // the loop paints itself
     if (!this.idle) return;
     if (this.canvas.width !== this.idle.naturalWidth || this.canvas.height !== this.idle.naturalHeight) {
       this.canvas.width = this.idle.naturalWidth;
@@ -117,11 +165,21 @@ export class Player {
       this.stoppedAt = performance.now();
       this.showIdle();
     }
+    this.resumeIdle();
   }
 
   async play(url, init, onStart) {
     this.stop("replaced");
+    this.holding = true;
     const generation = this.generation;
+    try {
+      return await this.stream(url, init, onStart, generation);
+    } finally {
+      if (generation === this.generation) this.resumeIdle();
+    }
+  }
+
+  async stream(url, init, onStart, generation) {
     const ctx = this.audio();
     const stats = (this.stats = newStats());
     stats.requested = performance.now();
@@ -260,7 +318,10 @@ export class Player {
 
   tick(t) {
     requestAnimationFrame((tt) => this.tick(tt));
-    if (!this.ctx || !this.queue.length) return;
+    if (!this.ctx || !this.queue.length) {
+      if (!this.live && !this.sources.size) this.idler.tick(t, this.holding);
+      return;
+    }
     const heard = this.heardNow();
     let show = null;
     while (this.queue.length && this.queue[0].when <= heard) {
@@ -274,6 +335,8 @@ export class Player {
       show = next;
     }
     if (!show) return;
+    this.lastSource = show.sourceFrame;
+    this.idler.resumeAfter(show.sourceFrame); // idling goes on next to this frame
     const stats = this.stats;
     if (show.bitmap) {
       this.g.drawImage(show.bitmap, 0, 0, this.canvas.width, this.canvas.height);

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from synctalk.rpc.gen.lipsync.v1 import common_pb2 as lipsync_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lipsync/v1/avatar.proto\x12\nlipsync.v1\x1a\x17lipsync/v1/common.proto\"\x86\x01\n\rAnimateConfig\x12\x0e\n\x06\x61vatar\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12+\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x19.lipsync.v1.ImageEncoding\x12\x14\n\x0cjpeg_quality\x18\x04 \x01(\x05\x12\x13\n\x0bsample_rate\x18\x05 \x01(\x05\"\x08\n\x06\x43\x61ncel\"\xa7\x01\n\x0e\x41nimateRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x19.lipsync.v1.AnimateConfigH\x00\x12\'\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x16.lipsync.v1.AudioChunkH\x00\x12\x0e\n\x04text\x18\x03 \x01(\x0cH\x00\x12$\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x12.lipsync.v1.CancelH\x00\x42\t\n\x07payload\"Y\n\rAnimatedFrame\x12%\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x16.lipsync.v1.VideoFrame\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\x12\x12\n\nsession_id\x18\x03 \x01(\t2N\n\x06\x41vatar\x12\x44\n\x07\x41nimate\x12\x1a.lipsync.v1.AnimateRequest\x1a\x19.lipsync.v1.AnimatedFrame(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lipsync/v1/avatar.proto\x12\nlipsync.v1\x1a\x17lipsync/v1/common.proto\"\xa7\x01\n\rAnimateConfig\x12\x0e\n\x06\x61vatar\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12+\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x19.lipsync.v1.ImageEncoding\x12\x14\n\x0cjpeg_quality\x18\x04 \x01(\x05\x12\x13\n\x0bsample_rate\x18\x05 \x01(\x05\x12\x1f\n\x17idle_between_utterances\x18\x06 \x01(\x08\"\x08\n\x06\x43\x61ncel\"\xa7\x01\n\x0e\x41nimateRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x19.lipsync.v1.AnimateConfigH\x00\x12\'\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x16.lipsync.v1.AudioChunkH\x00\x12\x0e\n\x04text\x18\x03 \x01(\x0cH\x00\x12$\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x12.lipsync.v1.CancelH\x00\x42\t\n\x07payload\"Y\n\rAnimatedFrame\x12%\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x16.lipsync.v1.VideoFrame\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\x12\x12\n\nsession_id\x18\x03 \x01(\t2N\n\x06\x41vatar\x12\x44\n\x07\x41nimate\x12\x1a.lipsync.v1.AnimateRequest\x1a\x19.lipsync.v1.AnimatedFrame(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lipsync.v1.avatar_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ANIMATECONFIG']._serialized_start=65
-  _globals['_ANIMATECONFIG']._serialized_end=199
-  _globals['_CANCEL']._serialized_start=201
-  _globals['_CANCEL']._serialized_end=209
-  _globals['_ANIMATEREQUEST']._serialized_start=212
-  _globals['_ANIMATEREQUEST']._serialized_end=379
-  _globals['_ANIMATEDFRAME']._serialized_start=381
-  _globals['_ANIMATEDFRAME']._serialized_end=470
-  _globals['_AVATAR']._serialized_start=472
-  _globals['_AVATAR']._serialized_end=550
+  _globals['_ANIMATECONFIG']._serialized_end=232
+  _globals['_CANCEL']._serialized_start=234
+  _globals['_CANCEL']._serialized_end=242
+  _globals['_ANIMATEREQUEST']._serialized_start=245
+  _globals['_ANIMATEREQUEST']._serialized_end=412
+  _globals['_ANIMATEDFRAME']._serialized_start=414
+  _globals['_ANIMATEDFRAME']._serialized_end=503
+  _globals['_AVATAR']._serialized_start=505
+  _globals['_AVATAR']._serialized_end=583
 # @@protoc_insertion_point(module_scope)

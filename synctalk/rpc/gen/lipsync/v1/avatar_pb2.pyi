@@ -7,18 +7,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AnimateConfig(_message.Message):
-    __slots__ = ("avatar", "voice", "encoding", "jpeg_quality", "sample_rate")
+    __slots__ = ("avatar", "voice", "encoding", "jpeg_quality", "sample_rate", "idle_between_utterances")
     AVATAR_FIELD_NUMBER: _ClassVar[int]
     VOICE_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     JPEG_QUALITY_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    IDLE_BETWEEN_UTTERANCES_FIELD_NUMBER: _ClassVar[int]
     avatar: str
     voice: str
     encoding: _common_pb2.ImageEncoding
     jpeg_quality: int
     sample_rate: int
-    def __init__(self, avatar: _Optional[str] = ..., voice: _Optional[str] = ..., encoding: _Optional[_Union[_common_pb2.ImageEncoding, str]] = ..., jpeg_quality: _Optional[int] = ..., sample_rate: _Optional[int] = ...) -> None: ...
+    idle_between_utterances: bool
+    def __init__(self, avatar: _Optional[str] = ..., voice: _Optional[str] = ..., encoding: _Optional[_Union[_common_pb2.ImageEncoding, str]] = ..., jpeg_quality: _Optional[int] = ..., sample_rate: _Optional[int] = ..., idle_between_utterances: _Optional[bool] = ...) -> None: ...
 
 class Cancel(_message.Message):
     __slots__ = ()

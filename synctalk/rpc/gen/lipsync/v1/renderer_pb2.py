@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from synctalk.rpc.gen.lipsync.v1 import common_pb2 as lipsync_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lipsync/v1/renderer.proto\x12\nlipsync.v1\x1a\x17lipsync/v1/common.proto\"\x89\x01\n\x0cRenderConfig\x12\x0e\n\x06\x61vatar\x18\x01 \x01(\t\x12+\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x19.lipsync.v1.ImageEncoding\x12\x14\n\x0cjpeg_quality\x18\x03 \x01(\x05\x12\x11\n\tcrop_only\x18\x04 \x01(\x08\x12\x13\n\x0bstart_frame\x18\x05 \x01(\x03\"q\n\rRenderRequest\x12*\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x18.lipsync.v1.RenderConfigH\x00\x12)\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x18.lipsync.v1.FeatureFrameH\x00\x42\t\n\x07payload\"\x14\n\x12ListAvatarsRequest\"\x85\x01\n\nAvatarInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x12\n\nnum_frames\x18\x04 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x05 \x01(\x02\x12\x15\n\rfeature_modes\x18\x06 \x03(\t\x12\x12\n\nstill_jpeg\x18\x07 \x01(\x0c\">\n\x13ListAvatarsResponse\x12\'\n\x07\x61vatars\x18\x01 \x03(\x0b\x32\x16.lipsync.v1.AvatarInfo\" \n\x10GetAvatarRequest\x12\x0c\n\x04name\x18\x01 \x01(\t2\xde\x01\n\x08Renderer\x12?\n\x06Render\x12\x19.lipsync.v1.RenderRequest\x1a\x16.lipsync.v1.VideoFrame(\x01\x30\x01\x12N\n\x0bListAvatars\x12\x1e.lipsync.v1.ListAvatarsRequest\x1a\x1f.lipsync.v1.ListAvatarsResponse\x12\x41\n\tGetAvatar\x12\x1c.lipsync.v1.GetAvatarRequest\x1a\x16.lipsync.v1.AvatarInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lipsync/v1/renderer.proto\x12\nlipsync.v1\x1a\x17lipsync/v1/common.proto\"\x89\x01\n\x0cRenderConfig\x12\x0e\n\x06\x61vatar\x18\x01 \x01(\t\x12+\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x19.lipsync.v1.ImageEncoding\x12\x14\n\x0cjpeg_quality\x18\x03 \x01(\x05\x12\x11\n\tcrop_only\x18\x04 \x01(\x08\x12\x13\n\x0bstart_frame\x18\x05 \x01(\x03\"q\n\rRenderRequest\x12*\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x18.lipsync.v1.RenderConfigH\x00\x12)\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x18.lipsync.v1.FeatureFrameH\x00\x42\t\n\x07payload\"\x14\n\x12ListAvatarsRequest\"\x85\x01\n\nAvatarInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x12\n\nnum_frames\x18\x04 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x05 \x01(\x02\x12\x15\n\rfeature_modes\x18\x06 \x03(\t\x12\x12\n\nstill_jpeg\x18\x07 \x01(\x0c\">\n\x13ListAvatarsResponse\x12\'\n\x07\x61vatars\x18\x01 \x03(\x0b\x32\x16.lipsync.v1.AvatarInfo\" \n\x10GetAvatarRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"z\n\x0fIdleLoopRequest\x12\x0e\n\x06\x61vatar\x18\x01 \x01(\t\x12\x14\n\x0c\x66\x65\x61ture_mode\x18\x02 \x01(\t\x12+\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x19.lipsync.v1.ImageEncoding\x12\x14\n\x0cjpeg_quality\x18\x04 \x01(\x05\x32\xa1\x02\n\x08Renderer\x12?\n\x06Render\x12\x19.lipsync.v1.RenderRequest\x1a\x16.lipsync.v1.VideoFrame(\x01\x30\x01\x12N\n\x0bListAvatars\x12\x1e.lipsync.v1.ListAvatarsRequest\x1a\x1f.lipsync.v1.ListAvatarsResponse\x12\x41\n\tGetAvatar\x12\x1c.lipsync.v1.GetAvatarRequest\x1a\x16.lipsync.v1.AvatarInfo\x12\x41\n\x08IdleLoop\x12\x1b.lipsync.v1.IdleLoopRequest\x1a\x16.lipsync.v1.VideoFrame0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,6 +44,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTAVATARSRESPONSE']._serialized_end=541
   _globals['_GETAVATARREQUEST']._serialized_start=543
   _globals['_GETAVATARREQUEST']._serialized_end=575
-  _globals['_RENDERER']._serialized_start=578
-  _globals['_RENDERER']._serialized_end=800
+  _globals['_IDLELOOPREQUEST']._serialized_start=577
+  _globals['_IDLELOOPREQUEST']._serialized_end=699
+  _globals['_RENDERER']._serialized_start=702
+  _globals['_RENDERER']._serialized_end=991
 # @@protoc_insertion_point(module_scope)

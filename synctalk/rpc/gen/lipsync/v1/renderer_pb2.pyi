@@ -62,3 +62,15 @@ class GetAvatarRequest(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class IdleLoopRequest(_message.Message):
+    __slots__ = ("avatar", "feature_mode", "encoding", "jpeg_quality")
+    AVATAR_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_MODE_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    JPEG_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    avatar: str
+    feature_mode: str
+    encoding: _common_pb2.ImageEncoding
+    jpeg_quality: int
+    def __init__(self, avatar: _Optional[str] = ..., feature_mode: _Optional[str] = ..., encoding: _Optional[_Union[_common_pb2.ImageEncoding, str]] = ..., jpeg_quality: _Optional[int] = ...) -> None: ...

@@ -50,6 +50,11 @@ class RendererStub:
                 request_serializer=lipsync_dot_v1_dot_renderer__pb2.GetAvatarRequest.SerializeToString,
                 response_deserializer=lipsync_dot_v1_dot_renderer__pb2.AvatarInfo.FromString,
                 _registered_method=True)
+        self.IdleLoop = channel.unary_stream(
+                '/lipsync.v1.Renderer/IdleLoop',
+                request_serializer=lipsync_dot_v1_dot_renderer__pb2.IdleLoopRequest.SerializeToString,
+                response_deserializer=lipsync_dot_v1_dot_common__pb2.VideoFrame.FromString,
+                _registered_method=True)
 
 
 class RendererServicer:
@@ -78,6 +83,17 @@ class RendererServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IdleLoop(self, request, context):
+        """The avatar's idle loop: its recorded head motion with the mouth closed, rendered once
+        (the U-Net with the silence window) and then served from the renderer's cache, so idling
+        between utterances costs no U-Net time. One VideoFrame per loop position, index 0 up:
+        `source_frame` is the avatar frame shown, `idle` is true. The loop walks the first
+        frames forward and back (docs/renderer.md, "Idle loop"). Errors as for Render's config.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RendererServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +111,11 @@ def add_RendererServicer_to_server(servicer, server):
                     servicer.GetAvatar,
                     request_deserializer=lipsync_dot_v1_dot_renderer__pb2.GetAvatarRequest.FromString,
                     response_serializer=lipsync_dot_v1_dot_renderer__pb2.AvatarInfo.SerializeToString,
+            ),
+            'IdleLoop': grpc.unary_stream_rpc_method_handler(
+                    servicer.IdleLoop,
+                    request_deserializer=lipsync_dot_v1_dot_renderer__pb2.IdleLoopRequest.FromString,
+                    response_serializer=lipsync_dot_v1_dot_common__pb2.VideoFrame.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +199,33 @@ class Renderer:
             '/lipsync.v1.Renderer/GetAvatar',
             lipsync_dot_v1_dot_renderer__pb2.GetAvatarRequest.SerializeToString,
             lipsync_dot_v1_dot_renderer__pb2.AvatarInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IdleLoop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lipsync.v1.Renderer/IdleLoop',
+            lipsync_dot_v1_dot_renderer__pb2.IdleLoopRequest.SerializeToString,
+            lipsync_dot_v1_dot_common__pb2.VideoFrame.FromString,
             options,
             channel_credentials,
             insecure,
