@@ -198,15 +198,16 @@ def held_out_from_text(text: str) -> HeldOut:
 
 
 class TruthRenderer:
-    """Ground-truth frames of a synthetic avatar for a new mouth track."""
+    """Ground-truth frames of a synthetic avatar for a new mouth track, by the head model that
+    made its truth file (files without `head_model` are the legacy jaw-drop model's)."""
 
     def __init__(self, truth: dict[str, np.ndarray]) -> None:
         from training.synthetic.face import build_rig, load_face_photo
-        from training.synthetic.render import TalkingHeadRenderer
+        from training.synthetic.models import head_model_of, make_renderer
 
         self.truth = truth
         rig = build_rig(load_face_photo(None), int(truth["size"]))
-        self.renderer = TalkingHeadRenderer(rig)
+        self.renderer = make_renderer(rig, head_model_of(truth))
 
     def frame(self, source: int, opening: float, width: float) -> np.ndarray:
         from training.synthetic.render import HeadState

@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from training.synthetic import ClipRequest, make_clip
+from training.synthetic import DEFAULT_HEAD_MODEL, ClipRequest, make_clip
 
 TEXT = "Papa bought a big map. Wow, what a day!"
 _CLIPS: dict[str, Path] = {}
@@ -37,9 +37,10 @@ def _build(kind: str) -> Path:
                                   "--name", "moving", "--motion", "3"])
         assert args.func(args) == 0
         return root / "moving" / "moving.mp4"
-    if kind == "still":
-        return make_clip(ClipRequest(out_dir=root, name="still", text=TEXT, seconds=2.4,
-                                     motion_px=0.0)).video
+    if kind in ("still", "still-jaw-drop"):
+        model = "jaw-drop/1" if kind == "still-jaw-drop" else DEFAULT_HEAD_MODEL
+        return make_clip(ClipRequest(out_dir=root, name=kind, text=TEXT, seconds=2.4,
+                                     motion_px=0.0, head_model=model)).video
     raise ValueError(kind)
 
 

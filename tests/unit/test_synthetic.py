@@ -1,7 +1,8 @@
 """The synthetic talking head: visemes, speech, rendering, the clip and its ground truth.
 
 `synthetic_clip(kind)` renders each test clip once per test session (the prepare tests reuse
-them): "moving" through the `synctalk synth` command, "still" (no head motion) directly.
+them): "moving" through the `synctalk synth` command, "still" (no head motion) directly, and
+"still-jaw-drop" (the same with the legacy head model).
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ from __future__ import annotations
 import av
 import cv2
 import numpy as np
+import pytest
 
 from kernels.reference import MASK_COLS, MASK_ROWS
 from synctalk.audio.decode import load_audio
 from synctalk.avatar.landmarks import HogDetector
 from tests.support.clips import read_frames, synthetic_clip
-from training.synthetic.render import HeadState, TalkingHeadRenderer, blinks, head_motion
+from training.synthetic.jaw_drop import JawDropRenderer
+from training.synthetic.models import make_renderer
+from training.synthetic.render import HeadState, blinks, head_motion
 from training.synthetic.speech import speak
 from training.synthetic.visemes import Phone, frame_track, phone_shapes
 
@@ -58,10 +62,12 @@ def test_head_motion_and_blinks_are_seeded_and_bounded() -> None:
     assert 1 <= (closed == 1.0).sum() <= 5 and closed.min() == 0.0
 
 
-def test_renderer_opens_the_mouth_by_the_requested_amount() -> None:
+def test_legacy_renderer_opens_the_mouth_by_the_requested_amount() -> None:
+    """The jaw-drop model paints a dark lens exactly max_open_px tall (the default model's
+    opening is measured by dlib in test_synthetic_head.py)."""
     from training.synthetic.face import build_rig, load_face_photo
 
-    renderer = TalkingHeadRenderer(build_rig(load_face_photo(), 256))
+    renderer = JawDropRenderer(build_rig(load_face_photo(), 256))
     rest = renderer.render(HeadState(0.0))
     assert rest.shape == (256, 256, 3)
     cx, cy = renderer.to_output(np.array([renderer.rig.mouth_centre_x, renderer.rig.mouth_line_y]),
@@ -77,7 +83,10 @@ def test_renderer_opens_the_mouth_by_the_requested_amount() -> None:
     assert abs(heights[2] - renderer.max_open_px) <= 3
 
 
-def test_the_jaw_leaves_the_crop_windows_visible_border_still() -> None:
+@pytest.mark.parametrize(("head_model", "width"), [("jaw-drop/1", 1.0), ("landmark-warp/1", 1.0),
+                                                    ("landmark-warp/1", 0.85), ("landmark-warp/1", 0.7),
+                                                    ("landmark-warp/1", 0.5)])
+def test_the_jaw_leaves_the_crop_windows_visible_border_still(head_model: str, width: float) -> None:
     """The mask leaves a 5 px border of the U-Net's window visible; if the jaw moved it, the
     border would tell the network the mouth's state and it would stop listening to audio."""
     from kernels.cpu import crop_mask
@@ -85,8 +94,8 @@ def test_the_jaw_leaves_the_crop_windows_visible_border_still() -> None:
     from synctalk.avatar.landmarks import DlibLandmarker
     from training.synthetic.face import build_rig, load_face_photo
 
-    renderer = TalkingHeadRenderer(build_rig(load_face_photo(), 512))
-    rest, wide = renderer.render(HeadState(0.0)), renderer.render(HeadState(1.0))
+    renderer = make_renderer(build_rig(load_face_photo(), 512), head_model)
+    rest, wide = renderer.render(HeadState(0.0)), renderer.render(HeadState(1.0, width))
     box = crop_boxes(DlibLandmarker()(rest).landmarks[:1], smooth=False)
     shut, open_ = (crop_mask([image], box)[0] * 255 for image in (rest, wide))
     change = np.abs(shut - open_).max(axis=0)
@@ -138,10 +147,25 @@ def test_audio_track_plays_in_step_with_the_frames() -> None:
 
 
 def test_rendered_mouth_follows_the_truth() -> None:
+    """The lip gap dlib sees (inner lip points 62-66; the default model's mouth is shaded,
+    not a flat dark lens) follows the true opening."""
+    from synctalk.avatar.landmarks import DlibLandmarker
+
     video = synthetic_clip("still")
     truth = np.load(video.with_name("truth.npz"))
     frames = read_frames(video)
     assert len(frames) == 60
+    detect = DlibLandmarker()
+    gaps = [float(np.linalg.norm(p[66] - p[62])) for p in (detect(f).landmarks[0] for f in frames)]
+    assert np.corrcoef(gaps, truth["mouth_open_px"])[0, 1] > 0.9
+    assert not truth["head"].any()
+
+
+def test_legacy_rendered_mouth_follows_the_truth() -> None:
+    video = synthetic_clip("still-jaw-drop")
+    truth = np.load(video.with_name("truth.npz"))
+    frames = read_frames(video)
+    assert len(frames) == 60 and str(truth["head_model"]) == "jaw-drop/1"
     cx, cy = truth["mouth_centre"][0].round().astype(int)
     dark = [int((cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)[cy - 5: cy + 45, cx - 3: cx + 4].mean(axis=1) < 60).sum())
             for f in frames]

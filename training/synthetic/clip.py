@@ -5,7 +5,8 @@ rendered frames -> `<out>/<name>/<name>.mp4` (SyncTalk_2D's dataset layout, so
 truth.npz, one row per 25 fps frame: `mouth_open` (0..1), `mouth_open_px` (output pixels),
 `mouth_width` (factor), `face_box` (x0, y0, x1, y1 of the face, output pixels), `mouth_centre`,
 `head` (dx, dy px, roll degrees), `blink` (0..1), `loudness` (RMS of the frame's audio, 0..1);
-scalars `fps`, `sample_rate`, `size`, `max_open_px`, `seed`, and `text`.
+scalars `fps`, `sample_rate`, `size`, `max_open_px`, `seed`, `text`, and `head_model` (the
+head model's name, `training.synthetic.models`; absent in files of the legacy jaw-drop model).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import numpy as np
 from synctalk.audio.pcm import SAMPLE_RATE, resample
 from synctalk.log import get_logger
 from training.synthetic.face import build_rig, load_face_photo
-from training.synthetic.render import HeadState, TalkingHeadRenderer, blinks, head_motion
+from training.synthetic.models import DEFAULT_HEAD_MODEL, head_model_name, make_renderer
+from training.synthetic.render import HeadState, blinks, head_motion
 from training.synthetic.speech import speak
 from training.synthetic.visemes import frame_loudness, frame_track
 from training.synthetic.writer import write_mp4, write_truth
@@ -46,6 +48,7 @@ class ClipRequest:
     blink: bool = True
     face: Path | None = None  # default: assets/faces/astronaut.jpg
     sample_rate: int = SAMPLE_RATE  # of the clip's audio track
+    head_model: str = DEFAULT_HEAD_MODEL  # training.synthetic.models.HEAD_MODELS
 
 
 @dataclass
@@ -59,6 +62,7 @@ class Clip:
 
 def make_clip(request: ClipRequest) -> Clip:
     """Render and write one clip; the same request always gives the same frames and truth."""
+    head_model = head_model_name(request.head_model)
     folder = Path(request.out_dir) / request.name
     folder.mkdir(parents=True, exist_ok=True)
     speech = speak(request.text, request.seconds)
@@ -73,7 +77,7 @@ def make_clip(request: ClipRequest) -> Clip:
     blink = blinks(num_frames, request.seed, FPS) if request.blink else np.zeros(num_frames, np.float32)
 
     rig = build_rig(load_face_photo(request.face), request.size)
-    renderer = TalkingHeadRenderer(rig)
+    renderer = make_renderer(rig, head_model)
     states = [HeadState(float(opening[i]), float(width[i]), float(blink[i]),
                         float(motion[i, 0]), float(motion[i, 1]), float(motion[i, 2]))
               for i in range(num_frames)]
@@ -101,9 +105,11 @@ def make_clip(request: ClipRequest) -> Clip:
         "max_open_px": np.float32(renderer.max_open_px),
         "seed": np.int32(request.seed),
         "text": np.array(request.text),
+        "head_model": np.array(head_model),
     }
     truth = folder / "truth.npz"
     write_truth(truth, **arrays)
-    log.info("synthetic_clip", video=str(video), frames=num_frames, seconds=round(speech.seconds, 2),
-             phones=len(speech.phones), max_open_px=round(renderer.max_open_px, 1))
+    log.info("synthetic_clip", video=str(video), head_model=head_model, frames=num_frames,
+             seconds=round(speech.seconds, 2), phones=len(speech.phones),
+             max_open_px=round(renderer.max_open_px, 1))
     return Clip(video, truth, num_frames, num_frames / FPS, arrays)
