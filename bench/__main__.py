@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["tts", "features", "unet", "kernels", "renderer", "training", "edge", "soak"]
+BENCHMARKS = ["tts", "features", "unet", "kernels", "renderer", "idle", "training", "edge", "soak"]
 OPT_IN = {"soak"}  # too long for the default run
 
 

@@ -132,3 +132,14 @@ def test_without_the_option_a_quiet_call_sends_nothing(stub: avatar_pb2_grpc.Ava
     call.close()
     frames = call.frames
     assert len(frames) == 5 and not any(f.frame.idle and f.audio == bytes(1280) for f in frames)
+
+
+def test_a_lower_jpeg_quality_fetches_a_smaller_loop(edge: Edge) -> None:
+    with edge.client() as client:
+        small = client.get("/idle", params={"avatar": AVATAR, "jpeg_quality": 20})
+        bad = client.get("/idle", params={"avatar": AVATAR, "jpeg_quality": 101})
+    assert small.status_code == 200 and bad.status_code == 422
+    default = sum(len(p) for _, p in idle_loop(edge))
+    frames = [h for h, _ in stream_format.parse(small.content) if h["type"] == "frame"]
+    assert len(frames) == SHAPE.length
+    assert sum(h["image_bytes"] for h in frames) < 0.8 * default

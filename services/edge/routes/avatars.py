@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Query
 from fastapi.responses import Response, StreamingResponse
 
 from services.edge import stream_format
@@ -42,9 +43,13 @@ async def avatars(rt: Runtime) -> dict[str, Any]:
                         "from the frame shown), then `end`. Drawn by the U-Net once per "
                         "avatar and then served from caches: replaying it costs nothing.",
             responses={200: {"content": {stream_format.MEDIA_TYPE: {}}}})
-async def idle_loop(rt: Runtime, avatar: AvatarQuery = "") -> Response:
+async def idle_loop(
+    rt: Runtime, avatar: AvatarQuery = "",
+    jpeg_quality: Annotated[int, Query(ge=0, le=100, description="1..100; 0 = the renderer's "
+                                       "default (85): lower it to fetch a smaller loop")] = 0,
+) -> Response:
     meta = await rt.avatar(avatar)
-    loop = await rt.idle_loops.get(meta)
+    loop = await rt.idle_loops.get(meta, quality=jpeg_quality)
     return StreamingResponse(_loop_messages(loop), media_type=stream_format.MEDIA_TYPE,
                              headers={"Cache-Control": "private, max-age=60",
                                       "X-Avatar": meta.name})
