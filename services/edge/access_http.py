@@ -10,8 +10,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from services.edge.access import AccessPolicy
 from synctalk.log import get_logger
 
-# Routes that start generation (costly: a session, TTS, rendering); the rest only read.
+# Routes that start generation (costly: a session, TTS, rendering; GET /idle draws an avatar's
+# idle loop on its first call per avatar and quality); the rest only read.
 GENERATION_ROUTES: frozenset[tuple[str, str]] = frozenset({
+    ("GET", "/idle"),
     ("GET", "/generate"),
     ("POST", "/generate"),
     ("POST", "/generate-from-audio"),

@@ -164,18 +164,20 @@ def test_off_loopback_the_http_api_needs_the_token(stack: Stack, token: str) -> 
                         await c.post("/generate", json={"text": ""},
                                      headers={"Authorization": f"Bearer {TOKEN}"}),
                         await c.get("/get-tts-audio", params={"text": "hi"}),
-                        await c.get("/health")]
+                        await c.get("/health"),
+                        await c.get("/idle")]
         finally:
             await runtime.close()
 
-    without, with_token, tts_audio, health = stack.loop.run(calls())
+    without, with_token, tts_audio, health, idle = stack.loop.run(calls())
     assert health.status_code == 200
     if token:
         assert without.status_code == 401 and without.headers["www-authenticate"] == "Bearer"
         assert with_token.status_code == 422  # through the gate
-        assert tts_audio.status_code == 401
+        assert tts_audio.status_code == idle.status_code == 401
     else:
         assert without.status_code == with_token.status_code == tts_audio.status_code == 403
+        assert idle.status_code == 403
 
 
 # -- gRPC Animate --------------------------------------------------------------------------
