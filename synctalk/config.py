@@ -41,7 +41,14 @@ class ModelsConfig(BaseModel):
     bf16: bool = False
     unet_compile: bool = True
     unet_compile_budget_s: float = 300.0
+    # The features the services extract and render with; an avatar without a U-Net for it is
+    # served (and inferred, evaluated) in the mode it has one for.
     feature_mode: Literal["ave", "whisper"] = "ave"
+    # The features new avatars are prepared and trained with (`synctalk prepare`, `synctalk
+    # train`). Whisper by measurement (bench/RESULTS.md, "Audio features for new avatars"):
+    # at the same training budget it followed two voices the avatar never heard at r 0.51
+    # where the untrained ave encoder reached 0.29-0.34.
+    train_feature_mode: Literal["ave", "whisper"] = "whisper"
     # SyncTalk_2D's audio_visual_encoder.pth, or one trained by this project. Empty = a seeded,
     # UNTRAINED encoder (deterministic, so avatars trained on it still work; see
     # docs/audio-features.md), named as such by `synctalk train` and `synctalk evaluate`.

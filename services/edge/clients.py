@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.edge.balancer import RendererPool
 from services.edge.errors import EdgeError, from_rpc, unknown
+from synctalk.avatar.layout import mode_for_avatar
 from synctalk.config import ServerConfig, ServicesConfig
 from synctalk.rpc.channel import dial
 from synctalk.rpc.gen.lipsync.v1 import (
@@ -181,9 +182,7 @@ class Downstream:
 
     def feature_mode_for(self, avatar: AvatarMeta) -> str:
         """The configured feature mode if the avatar has a U-Net for it, else one it has."""
-        if not avatar.feature_modes or self.feature_mode in avatar.feature_modes:
-            return self.feature_mode
-        return avatar.feature_modes[0]
+        return mode_for_avatar(self.feature_mode, avatar.feature_modes)
 
     async def lookahead_frames(self, mode: str, trim: int = 0) -> tuple[int, int]:
         """The look-ahead trim `mode` grants (at most `trim`: a server that knows no trim

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,14 @@ def training_cache_dir(avatar_dir: str | Path) -> Path:
 
 
 # ---------------------------------------------------------------- lookups
+
+
+def mode_for_avatar(configured: str, trained: Sequence[str]) -> str:
+    """`configured` when the avatar has a U-Net for it (or none yet), else the first mode it
+    has one for: an avatar trained in one mode is used in that mode without being told."""
+    if not trained or configured in trained:
+        return configured
+    return sorted(trained)[0]
 
 
 def feature_modes(avatar_dir: str | Path) -> list[str]:

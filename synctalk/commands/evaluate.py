@@ -13,6 +13,7 @@ import math
 import sys
 from pathlib import Path
 
+from synctalk.commands.model_options import MODE_HELP, with_model_options
 from synctalk.config import load_settings
 from synctalk.features.encoder_info import AudioEncoderInfo
 from synctalk.log import configure_logging
@@ -42,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--audio", type=Path, help="any audio file (no mouth ground truth)")
     p.add_argument("--truth", type=Path, default=None,
                    help="the avatar's truth.npz (default: in the avatar folder or dataset/NAME/)")
-    p.add_argument("--feature-mode", default=None, choices=["ave", "whisper"])
+    p.add_argument("--feature-mode", default=None, choices=["ave", "whisper"], help=MODE_HELP)
     p.add_argument("--lookahead-trim", type=int, default=0, metavar="N",
                    help="render with the features live input gets: each frame's last N of 7 "
                         "future context rows left out (services.live_lookahead_trim; default 0)")
@@ -82,9 +83,14 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     configure_logging("evaluate", settings.log_format, "WARNING")
-    models = settings.models
-    if args.feature_mode:
-        models = models.model_copy(update={"feature_mode": args.feature_mode})
+    try:
+        from synctalk.commands.infer import InferError, resolve_avatar_dir
+
+        avatar_dir = resolve_avatar_dir(args.name, settings.models.avatars_dir)
+    except InferError as exc:
+        print(f"synctalk evaluate: {exc}", file=sys.stderr)
+        return 2
+    models = with_model_options(settings.models, args, avatar_dir)
     try:
         if args.audio is not None:
             held, label = HeldOut(load_audio(args.audio)), str(args.audio)

@@ -161,8 +161,9 @@ def infer(name: str, audio_path: Path, models: ModelsConfig, out: Path | None = 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging("infer", settings.log_format, "WARNING")
-    models = with_model_options(settings.models, args)
     try:
+        avatar_dir = resolve_avatar_dir(args.name, settings.models.avatars_dir)
+        models = with_model_options(settings.models, args, avatar_dir)
         result = infer(args.name, args.audio, models, args.out, args.batch_size, args.crop_only,
                        args.start_frame, progress=not args.no_progress)
     except InferError as exc:

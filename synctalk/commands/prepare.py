@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="avatar folder to write (default: <models.avatars_dir>/NAME)")
     p.add_argument("--force", action="store_true", help="prepare again from scratch")
     p.add_argument("--feature-mode", default=None, choices=["ave", "whisper"],
-                   help="audio features to extract (default from config: models.feature_mode)")
+                   help="audio features to extract (default: models.train_feature_mode, whisper)")
     p.add_argument("--no-features", action="store_true", help="skip the audio feature extraction")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -74,7 +74,7 @@ def prepare(name: str, video: Path | None, out: Path | None, settings: Settings,
     print(f"avatar:   {avatar_dir}")
     if not features:
         return 0
-    mode = feature_mode or settings.models.feature_mode
+    mode = feature_mode or settings.models.train_feature_mode
     from training.pipeline import ensure_features
 
     try:

@@ -37,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "a fresh optimiser, e.g. another avatar's unet_ave.pt; not with --resume")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the networks (CUDA only; slower start, faster steps)")
-    add_model_options(p, device_help="where to train")
+    add_model_options(p, device_help="where to train",
+                      mode_help="audio features (default: models.train_feature_mode, whisper; "
+                                "an avatar that already has a U-Net in one mode goes on in it)")
     p.add_argument("--vgg-weights", type=Path, default=None,
                    help="local torchvision vgg19 state dict: adds the 0.01 x VGG perceptual loss")
     p.set_defaults(func=run)
@@ -46,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from training.checkpoints import DiskFullError
     from training.distributed import init_distributed, shutdown
-    from training.pipeline import TrainRequest, run_pipeline
+    from training.pipeline import TrainRequest, resolve_avatar_dir, run_pipeline
     from training.profiles import get_profile
 
     settings = load_settings()
@@ -73,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(settings.models.threads)
-    models = with_model_options(settings.models, args)
+    models = with_model_options(settings.models, args, resolve_avatar_dir(args.name, settings),
+                                settings.models.train_feature_mode)
     ctx = init_distributed(models.device)
     level = settings.log_level if ctx.is_main else "WARNING"
     configure_logging("train", settings.log_format, level)

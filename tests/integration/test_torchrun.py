@@ -24,7 +24,8 @@ def test_two_process_training_with_gloo_writes_checkpoints_from_rank_zero_only(
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SYNCTALK_LOG_FORMAT": "json"}
     result = subprocess.run(
         [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "synctalk", "train",
-         str(avatar_dir), "--profile", "tiny", "--epochs", "1", "--device", "cpu"],
+         str(avatar_dir), "--profile", "tiny", "--epochs", "1", "--device", "cpu",
+         "--feature-mode", "ave"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-4000:]

@@ -244,7 +244,8 @@ def test_train_command_runs_every_step_then_skips_what_is_done(
     (avatar_dir / "features_ave.npy").unlink()  # the features step extracts them from audio.wav
     noise = np.random.default_rng(0).standard_normal(24 * 640).astype(np.float32)
     soundfile.write(avatar_dir / "audio.wav", 0.1 * noise, 16000)
-    argv = ["train", str(avatar_dir), "--profile", "tiny", "--epochs", "1", "--device", "cpu"]
+    argv = ["train", str(avatar_dir), "--profile", "tiny", "--epochs", "1", "--device", "cpu",
+            "--feature-mode", "ave"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert np.load(avatar_dir / "features_ave.npy").shape == (24, 32, 16, 16)
@@ -342,7 +343,8 @@ def test_train_command_init_from_trains_even_when_a_run_is_finished(
     reference_dir, _ = unet_run
     avatar_dir = write_avatar_folder(tmp_path / "avatar")
     save_untrained_syncnet(avatar_dir)
-    base = ["train", str(avatar_dir), "--profile", "tiny", "--epochs", "1", "--device", "cpu"]
+    base = ["train", str(avatar_dir), "--profile", "tiny", "--epochs", "1", "--device", "cpu",
+            "--feature-mode", "ave"]
     assert main(base) == 0
     stable = unet_path(avatar_dir, "ave")
     before = load_checkpoint(stable)["model"]

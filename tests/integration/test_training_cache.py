@@ -249,7 +249,7 @@ def test_train_stops_with_a_clear_error_when_checkpoints_fill_the_disk(
         save_untrained_syncnet(avatar_dir)  # a finished SyncNet: only the U-Net trains
         syncnet = (disk / "syncnet_ave.pt").read_bytes()
         argv = ["train", str(avatar_dir), "--profile", "tiny", "--epochs", "1",
-                "--device", "cpu"]
+                "--device", "cpu", "--feature-mode", "ave"]
         assert main(argv) == 1
         err = capsys.readouterr().err
         assert "disk full" in err and str(disk) in err and "unet_ave_epoch001.pt" in err

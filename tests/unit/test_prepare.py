@@ -212,7 +212,9 @@ def test_command_line_prepares_dataset_name_with_features(tmp_path: Path, monkey
     assert args.func(args) == 0
     avatar = load_avatar(tmp_path / "store" / "talk")
     assert avatar.num_frames == 60
-    assert np.load(tmp_path / "store" / "talk" / "features_ave.npy").shape == (60, 32, 16, 16)
+    # New avatars get the training default, whisper (models.train_feature_mode).
+    assert np.load(tmp_path / "store" / "talk" / "features_whisper.npy").shape == (60, 32, 16, 24)
+    assert not (tmp_path / "store" / "talk" / "features_ave.npy").exists()
     assert "features:" in capsys.readouterr().out
 
 
