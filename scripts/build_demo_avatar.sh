@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Rebuild the bundled demo avatar (assets/avatars/demo) from nothing but the repository:
-# synthetic talking head -> prepare -> train (demo profile, CPU) -> two more U-Net stages, each
-# from the last one's weights (demo-finetune, demo-polish) -> trim -> evaluate. About four
-# hours on a 2-core CPU; every step skips what is already done and an interrupted stage
-# resumes (rm -rf runs/demo dataset/demo to start over).
+# synthetic talking head (landmark-warp) -> prepare -> train (demo profile, CPU) -> two more
+# U-Net stages, each from the last one's weights (demo-finetune, demo-polish) -> trim ->
+# evaluate. About four hours on a 2-core CPU; every step skips what is already done and an
+# interrupted stage resumes (rm -rf runs/demo dataset/demo to start over). DEMO_FEATURE_MODE
+# picks the audio features (default below, chosen by measurement: bench/RESULTS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-STABLE=runs/demo/checkpoints/unet_ave.pt
+MODE=${DEMO_FEATURE_MODE:-whisper}
+STABLE=runs/demo/checkpoints/unet_$MODE.pt
 STAGE1=runs/demo/unet_stage1.pt
 STAGE2=runs/demo/unet_stage2.pt
 
@@ -25,9 +27,10 @@ stage() {
   epochs=$($PY -c "import sys; from training.profiles import get_profile; \
 print(get_profile(sys.argv[1]).unet.epochs)" "$want")
   if [[ $profile != "$want" ]]; then
-    $PY -m synctalk train runs/demo --profile "$want" --device cpu --init-from "$init"
+    $PY -m synctalk train runs/demo --profile "$want" --device cpu --feature-mode "$MODE" \
+      --init-from "$init"
   elif (( epoch < epochs )); then
-    $PY -m synctalk train runs/demo --profile "$want" --device cpu --resume
+    $PY -m synctalk train runs/demo --profile "$want" --device cpu --feature-mode "$MODE" --resume
   fi
 }
 
@@ -38,7 +41,7 @@ cp dataset/demo/truth.npz runs/demo/
 export SYNCTALK_MODELS__THREADS=2
 if [[ ! -f $STAGE1 ]]; then
   # SyncNet, then 11 U-Net epochs over the first 800 frames; re-running resumes.
-  $PY -m synctalk train runs/demo --profile demo --device cpu --resume
+  $PY -m synctalk train runs/demo --profile demo --device cpu --feature-mode "$MODE" --resume
   cp "$STABLE" "$STAGE1"
 fi
 if [[ ! -f $STAGE2 ]]; then
@@ -47,4 +50,5 @@ if [[ ! -f $STAGE2 ]]; then
 fi
 stage demo-polish "$STAGE2"
 $PY -m training.package_demo runs/demo assets/avatars/demo --frames 250
-$PY -m synctalk evaluate demo --text-file assets/demo/heldout.txt --json bench/out/demo-eval.json
+$PY -m synctalk evaluate demo --feature-mode "$MODE" --text-file assets/demo/heldout.txt \
+  --json bench/out/demo-eval.json
