@@ -128,3 +128,19 @@ def test_bad_requests_get_their_status(store: Path, request_fields, code, field)
     assert err.code() == code
     assert field in err.details()
     assert len(ok) == IdleLoopShape(5).length  # the server still works
+
+
+def test_the_resident_pipeline_draws_the_same_loop(store: Path) -> None:
+    """The device-resident path (on the CPU device here) pins the avatar while it draws and
+    gives the same frames as the host path."""
+    async def body(stub, channel, servicer):
+        return await loop_of(stub, "loop4", encoding=RAW), servicer.runner.resident
+
+    host, _ = run_with_server(body, settings(store))
+    resident, is_resident = run_with_server(body, settings(store, resident="on"))
+    assert is_resident
+    assert [f.source_frame for f in resident] == [f.source_frame for f in host]
+    for a, b in zip(host, resident, strict=True):
+        diff = np.abs(decode_raw_rgb(a.data, a.width, a.height).astype(int)
+                      - decode_raw_rgb(b.data, b.width, b.height).astype(int))
+        assert diff.max() <= 1
