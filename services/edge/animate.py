@@ -60,6 +60,14 @@ class _Resampler:
         return float_to_s16le(np.asarray(out, np.float32))
 
 
+AFTER_PAUSE = "ended after a pause"  # frames already made still go out
+
+
+def dropped(utterance: Utterance | None) -> bool:
+    """Whether queued frames of `utterance` are dropped (it was interrupted or cancelled)."""
+    return utterance is not None and utterance.interrupted not in (None, AFTER_PAUSE)
+
+
 class _Call:
     """State of one Animate call."""
 
@@ -142,7 +150,7 @@ class _Call:
         kept = []
         while not self.out.empty():
             item = self.out.get_nowait()
-            if not (isinstance(item, tuple) and item[0] is not None and item[0].interrupted):
+            if not (isinstance(item, tuple) and dropped(item[0])):
                 kept.append(item)
         for item in kept:
             self.out.put_nowait(item)
@@ -167,8 +175,11 @@ class _Call:
         if (self.current is None or self.kind != kind or not self.current.active
                 or self.input_ended):
             if self.current is not None and self.current.active:
-                # Barge-in; after a pause (input_ended) only its last silent frames are left.
-                self.cancel_current("interrupted")
+                if self.input_ended:
+                    # Ended after a pause: only silence was left to make; what is queued goes.
+                    self.current.cancel(AFTER_PAUSE)
+                else:
+                    self.cancel_current("interrupted")  # barge-in
             await self.start_utterance(kind)
         assert self.current is not None
         if kind == "audio":
@@ -312,7 +323,7 @@ class AvatarServicer(avatar_pb2_grpc.AvatarServicer):
             if isinstance(item, BaseException):
                 raise item
             utterance, frame = item
-            if utterance is not None and utterance.interrupted:
+            if dropped(utterance):
                 continue
             yield avatar_pb2.AnimatedFrame(
                 frame=common_pb2.VideoFrame(

@@ -143,3 +143,34 @@ def test_a_lower_jpeg_quality_fetches_a_smaller_loop(edge: Edge) -> None:
     frames = [h for h, _ in stream_format.parse(small.content) if h["type"] == "frame"]
     assert len(frames) == SHAPE.length
     assert sum(h["image_bytes"] for h in frames) < 0.8 * default
+
+
+def speech_frames(frames: list[avatar_pb2.AnimatedFrame]) -> list[int]:
+    """Indices of the frames that carry sound (what was said; idle frames carry silence)."""
+    return [k for k, f in enumerate(frames) if f.audio != bytes(1280)]
+
+
+def test_each_utterance_after_a_pause_follows_the_idle_frame(
+        stub: avatar_pb2_grpc.AvatarStub) -> None:
+    """Speech, idling, speech again: both utterances arrive whole (the pause ended the first,
+    the second is a new one), each starting one walk step from the idle frame before it."""
+    call = LiveCall(stub, config(avatar=AVATAR, idle_between_utterances=True))
+    call.wait_frames(5)
+    first, second = tone_pcm(0.6), tone_pcm(0.4, freq=330.0)
+    starts = []
+    for pcm in (first, second):
+        before = len(call.frames)
+        call.send(*audio_requests(pcm))
+        call.wait_for(lambda b=before: any(k >= b for k in speech_frames(call.frames)))
+        starts.append(next(k for k in speech_frames(call.frames) if k >= before))
+        # Past the utterance's own tail and the 1 s pause rule: idling for a while.
+        call.wait_for(lambda: len(call.frames) - speech_frames(call.frames)[-1] > 60)
+    call.close()
+    assert call.error is None, call.error
+    frames = call.frames
+    assert [f.frame.index for f in frames] == list(range(len(frames)))
+    for k in starts:
+        assert frames[k - 1].frame.idle and not frames[k].frame.idle
+        assert abs(frames[k].frame.source_frame - frames[k - 1].frame.source_frame) == 1
+    spoken = b"".join(frames[k].audio for k in speech_frames(frames))
+    assert first in spoken and second in spoken
