@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from synctalk.config import ServerConfig, TransportConfig
 from synctalk.log import get_logger
+from synctalk.rpc.errors import drain
 
 SESSION_METADATA_KEY = "x-session-id"
 _SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -158,6 +159,10 @@ class _StreamTracker(grpc.aio.ServerInterceptor):
     def _wrap_stream(self, method: str, behaviour: Callable[..., AsyncIterator[Any]]):
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             if self.draining:
+                if hasattr(request, "__aiter__"):
+                    # What the client already sent first, so it sees UNAVAILABLE, not the
+                    # CANCELLED/INTERNAL of a write that failed after the status (grpc#36066).
+                    await drain(request)
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "server is draining")
             session = session_id_from(context)
             structlog.contextvars.bind_contextvars(session_id=session, method=method)
