@@ -89,7 +89,6 @@ class _Call:
         self.input_ended = False  # the current utterance's input was ended after a pause
         self.closed = False  # the call's input has ended
         self.last_activity = time.monotonic()  # the last input or frame
-        self.idle_frames = 0
         self.idler: asyncio.Task[None] | None = None
         if config.idle_between_utterances:
             encoding = config.encoding or common_pb2.IMAGE_ENCODING_JPEG

@@ -40,7 +40,6 @@ class IdleCall(Protocol):
     avatar: AvatarMeta
     config: avatar_pb2.AnimateConfig
     out: asyncio.Queue
-    idle_frames: int
 
     @property
     def quiet(self) -> bool: ...
@@ -77,7 +76,6 @@ async def feed_idle(call: IdleCall, encoding: int) -> None:
         session.last_source = int(frame.source_frame)
         session.next_start_frame = shape.start_after(position)
         position += 1
-        call.idle_frames += 1
         await call.out.put((None, Frame(index, index * 40, frame.data, frame.encoding,
                                         frame.width, frame.height, SILENT_AUDIO,
                                         int(frame.source_frame), True, 0.0)))

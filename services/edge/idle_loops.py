@@ -61,7 +61,6 @@ class IdleLoops:
         self.max_bytes = max_bytes
         self._loops: OrderedDict[tuple[str, str, int, int], tuple[float, IdleLoop]] = OrderedDict()
         self._fetching: dict[tuple[str, str, int, int], asyncio.Task[IdleLoop]] = {}
-        self.fetches = 0
 
     async def get(self, avatar: AvatarMeta, encoding: int = common_pb2.IMAGE_ENCODING_JPEG,
                   quality: int = 0) -> IdleLoop:
@@ -93,7 +92,6 @@ class IdleLoops:
             raise from_rpc(RENDERER, err) from None
         finally:
             self._fetching.pop(key, None)
-        self.fetches += 1
         try:
             loop = IdleLoop.of(name, frames)
         except ValueError as err:

@@ -45,9 +45,6 @@ class IdleLoopCache:
         self._drawing: dict[Hashable, asyncio.Task[Loop]] = {}
         self.bytes = 0
 
-    def __len__(self) -> int:
-        return len(self._loops)
-
     async def get(self, key: Hashable, draw: Callable[[], Awaitable[Loop]]) -> tuple[Loop, bool]:
         """(the loop, whether it came from the cache). A caller that goes away does not stop
         a drawing others may be waiting for."""

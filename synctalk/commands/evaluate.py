@@ -83,9 +83,9 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     configure_logging("evaluate", settings.log_format, "WARNING")
-    try:
-        from synctalk.commands.infer import InferError, resolve_avatar_dir
+    from synctalk.commands.infer import InferError, resolve_avatar_dir
 
+    try:
         avatar_dir = resolve_avatar_dir(args.name, settings.models.avatars_dir)
     except InferError as exc:
         print(f"synctalk evaluate: {exc}", file=sys.stderr)

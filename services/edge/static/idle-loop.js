@@ -10,11 +10,8 @@ import { AvStreamReader } from "./av-stream.js";
 const FRAME_MS = 40;
 
 export class IdleLoop {
-  constructor(avatar, start, frames) {
-    this.avatar = avatar;
-    this.width = start.width;
-    this.height = start.height;
-    this.sources = start.loop_sources;
+  constructor(sources, frames) {
+    this.sources = sources; // source frames the loop walks, forward and back
     this.frames = frames; // [{blob, source, nextStart}] by loop position
   }
 
@@ -29,7 +26,7 @@ export class IdleLoop {
       nextStart: header.next_start,
     }));
     if (!start || !frames.length) throw new Error("idle loop: empty");
-    return new IdleLoop(avatar, start.header, frames);
+    return new IdleLoop(start.header.loop_sources, frames);
   }
 
   get length() {
